@@ -1,0 +1,91 @@
+"""corral: a WebSocket server and client for asyncio.
+
+A sans-I/O RFC 6455 core under an asyncio server and client, with Cowboy-style handlers
+(upgrade decision, then one callback per event) and the ``async for message in ws`` style.
+"""
+
+from .async_api import AsyncWebSocket
+from .client import connect
+from .exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    CorralError,
+    HandshakeError,
+    InvalidPayload,
+    InvalidRequest,
+    InvalidResponse,
+    InvalidStatus,
+    InvalidURI,
+    NegotiationError,
+    PayloadTooBig,
+    ProtocolError,
+    UnsupportedVersion,
+)
+from .handler import (
+    Accept,
+    Binary,
+    Close,
+    CloseKind,
+    CloseReason,
+    Fragment,
+    Handler,
+    Pause,
+    Ping,
+    Pong,
+    Reject,
+    Resume,
+    SetOptions,
+    Text,
+)
+from .options import Options
+from .protocol.frames import CloseCode
+from .request import Request, Response
+from .server import Router, Server, StaticFiles, run, serve
+from .websocket import WebSocket
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Accept",
+    "AsyncWebSocket",
+    "Binary",
+    "Close",
+    "CloseCode",
+    "CloseKind",
+    "CloseReason",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "CorralError",
+    "Fragment",
+    "HandshakeError",
+    "Handler",
+    "InvalidPayload",
+    "InvalidRequest",
+    "InvalidResponse",
+    "InvalidStatus",
+    "InvalidURI",
+    "NegotiationError",
+    "Options",
+    "PayloadTooBig",
+    "Pause",
+    "Ping",
+    "Pong",
+    "ProtocolError",
+    "Reject",
+    "Request",
+    "Response",
+    "Resume",
+    "Router",
+    "Server",
+    "SetOptions",
+    "StaticFiles",
+    "Text",
+    "UnsupportedVersion",
+    "WebSocket",
+    "__version__",
+    "connect",
+    "run",
+    "serve",
+]

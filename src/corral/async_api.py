@@ -1,0 +1,226 @@
+"""The ``async for message in ws`` style, built as a handler over the callback core.
+
+``AsyncWebSocket`` is itself a :class:`Handler`: it queues incoming messages and pauses
+reading when ``max_queue`` of them wait, so a slow consumer pushes back on the peer instead of
+growing memory. Server coroutines (``async def handler(ws)``) and ``corral.connect`` both
+hand one out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from .exceptions import ConnectionClosed, ConnectionClosedOK, closed_error
+from .handler import Accept, CloseReason, Handler
+from .request import Request
+from .websocket import WebSocket
+
+__all__ = ["AsyncWebSocket", "CoroutineHandler"]
+
+logger = logging.getLogger("corral")
+
+
+class AsyncWebSocket(Handler):
+    """A connection used with ``await ws.recv()``, ``async for message in ws``,
+    ``await ws.send(message)`` and ``await ws.close()``."""
+
+    def __init__(self, max_queue: int = 16) -> None:
+        self.ws: WebSocket | None = None
+        self._max_queue = max_queue
+        self._messages: deque[str | bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed: CloseReason | None = None
+        self._pongs: dict[bytes, list[asyncio.Future[float]]] = {}
+        self._opened: asyncio.Future[None] | None = None
+
+    # -- callbacks ---------------------------------------------------------------------------
+
+    def on_open(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self._max_queue = ws.options.max_queue
+        if self._opened is not None and not self._opened.done():
+            self._opened.set_result(None)
+
+    def on_message(self, ws: WebSocket, message: str | bytes) -> None:
+        self._messages.append(message)
+        if len(self._messages) >= self._max_queue:
+            ws.pause_reading()
+        self._wake()
+
+    def on_pong(self, ws: WebSocket, payload: bytes) -> None:
+        loop_time = asyncio.get_running_loop().time()
+        # A pong acknowledges its ping and every ping sent before it (RFC 6455 5.5.3).
+        for key in list(self._pongs):
+            for fut in self._pongs.pop(key):
+                if not fut.done():
+                    fut.set_result(loop_time)
+            if key == payload:
+                break
+
+    def on_close(self, ws: WebSocket, reason: CloseReason) -> None:
+        self._closed = reason
+        self._wake()
+        for futures in self._pongs.values():
+            for fut in futures:
+                if not fut.done():
+                    fut.set_exception(self._closed_exc())
+        self._pongs.clear()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _closed_exc(self) -> ConnectionClosed:
+        reason = self._closed
+        if reason is None:
+            return closed_error(1006)
+        return closed_error(reason.code, reason.reason)
+
+    # -- the API -----------------------------------------------------------------------------
+
+    @property
+    def request(self) -> Request | None:
+        return self.ws.request if self.ws else None
+
+    @property
+    def subprotocol(self) -> str | None:
+        return self.ws.subprotocol if self.ws else None
+
+    @property
+    def remote_address(self) -> Any:
+        return self.ws.remote_address if self.ws else None
+
+    @property
+    def open(self) -> bool:
+        return self.ws is not None and self.ws.open
+
+    @property
+    def close_reason(self) -> CloseReason | None:
+        return self._closed
+
+    @property
+    def close_code(self) -> int | None:
+        return self._closed.code if self._closed else None
+
+    async def recv(self) -> str | bytes:
+        """The next message; raises ConnectionClosed once the connection is over."""
+        while not self._messages:
+            if self._closed is not None:
+                raise self._closed_exc()
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        message = self._messages.popleft()
+        ws = self.ws
+        if ws is not None and ws._paused and len(self._messages) <= self._max_queue // 2:
+            ws.resume_reading()
+        return message
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[str | bytes]:
+        while True:
+            try:
+                yield await self.recv()
+            except ConnectionClosedOK:
+                return
+
+    async def send(self, message: str | bytes) -> None:
+        """Send a message and wait while the write buffer is over its limit."""
+        ws = self.ws
+        if ws is None or not ws.send(message):
+            raise self._closed_exc() if self._closed else closed_error(1006)
+        await ws.drain()
+
+    async def send_fragments(self, fragments: Any) -> None:
+        """Send one message in fragments from an iterable or async iterable of str/bytes."""
+        ws = self.ws
+        if ws is None:
+            raise closed_error(1006)
+        previous: str | bytes | None = None
+        if hasattr(fragments, "__aiter__"):
+            async for piece in fragments:
+                if previous is not None:
+                    self._send_fragment(ws, previous, False)
+                    await ws.drain()
+                previous = piece
+        else:
+            for piece in fragments:
+                if previous is not None:
+                    self._send_fragment(ws, previous, False)
+                    await ws.drain()
+                previous = piece
+        if previous is None:
+            raise ValueError("a message needs at least one fragment")
+        self._send_fragment(ws, previous, True)
+        await ws.drain()
+
+    def _send_fragment(self, ws: WebSocket, data: str | bytes, last: bool) -> None:
+        if not ws.send_fragment(data, last):
+            raise self._closed_exc()
+
+    async def ping(self, payload: bytes = b"") -> Awaitable[float]:
+        """Send a ping; the returned future resolves (to the loop time) when the pong comes."""
+        ws = self.ws
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        if ws is None or not ws.ping(payload):
+            raise self._closed_exc()
+        self._pongs.setdefault(bytes(payload), []).append(fut)
+        await ws.drain()
+        return fut
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection and wait until it is over (at most the close timeout)."""
+        ws = self.ws
+        if ws is None:
+            return
+        ws.close(code, reason)
+        await ws.wait_closed()
+
+    async def wait_closed(self) -> CloseReason:
+        assert self.ws is not None
+        return await self.ws.wait_closed()
+
+
+class CoroutineHandler(AsyncWebSocket):
+    """Runs ``async def app(ws)`` for one server connection; closes 1000 when it returns."""
+
+    def __init__(
+        self,
+        app: Callable[[AsyncWebSocket], Awaitable[Any]],
+        subprotocols: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__()
+        self._app = app
+        self._subprotocols = subprotocols
+        self._task: asyncio.Task[None] | None = None
+
+    def upgrade(self, request: Request) -> Accept:
+        chosen = next((p for p in request.subprotocols if p in self._subprotocols), None)
+        return Accept(subprotocol=chosen)
+
+    def on_open(self, ws: WebSocket) -> None:
+        super().on_open(ws)
+        self._task = asyncio.get_running_loop().create_task(self._run(ws))
+
+    async def _run(self, ws: WebSocket) -> None:
+        try:
+            await self._app(self)
+        except ConnectionClosed:
+            pass
+        except Exception as exc:
+            if ws.open:
+                ws._crash(exc)
+                ws._flush()
+            else:
+                logger.error("WebSocket coroutine %r crashed", self._app, exc_info=exc)
+            return
+        if ws.open:
+            ws.close(1000, "")

@@ -1,0 +1,201 @@
+"""The asyncio client: ``corral.connect(url)`` on the same core and connection layer as the
+server. It validates the server's 101 (accept key, subprotocol) and masks every frame with a
+fresh random key (RFC 6455 5.3)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl as ssl_module
+from collections.abc import Generator, Sequence
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+from .async_api import AsyncWebSocket
+from .exceptions import InvalidResponse, InvalidURI
+from .handler import Handler
+from .options import Options
+from .protocol.connection import Connection, Side
+from .protocol.handshake import build_request, check_response, generate_key
+from .protocol.http11 import ResponseParser
+from .websocket import WebSocket
+
+__all__ = ["connect", "parse_url"]
+
+
+def parse_url(url: str) -> tuple[bool, str, int, str, str]:
+    """Split a ws:// or wss:// URL into (secure, host, port, resource, Host header)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURI(f"{url!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in ("ws", "wss"):
+        raise InvalidURI(f"{url!r} is not a ws:// or wss:// URL")
+    if parts.fragment:
+        raise InvalidURI("a WebSocket URL cannot have a fragment (RFC 6455 3)")
+    if not parts.hostname:
+        raise InvalidURI(f"{url!r} has no host")
+    secure = parts.scheme == "wss"
+    host = parts.hostname
+    default = 443 if secure else 80
+    port = port or default
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host_header = f"[{host}]" if ":" in host else host
+    if port != default:
+        host_header += f":{port}"
+    return secure, host, port, resource, host_header
+
+
+class _ClientHandshake(asyncio.Protocol):
+    """Sends the upgrade request, checks the answer, then hands over to a WebSocket."""
+
+    def __init__(
+        self,
+        request: bytes,
+        key: str,
+        subprotocols: Sequence[str],
+        handler: Handler,
+        options: Options,
+        opened: asyncio.Future[WebSocket],
+    ) -> None:
+        self.request = request
+        self.key = key
+        self.subprotocols = subprotocols
+        self.handler = handler
+        self.options = options
+        self.opened = opened
+        self.parser = ResponseParser(max_header_count=options.max_header_count,
+                                     max_header_bytes=options.max_header_bytes)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.write(self.request)  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            response = self.parser.feed(data)
+            if response is None:
+                return
+            accepted = check_response(response, self.key, subprotocols=self.subprotocols)
+            if accepted.extensions:
+                # No extension was offered, so the server may not answer with one (9.1).
+                raise InvalidResponse("server accepted an extension that was not offered")
+        except Exception as exc:
+            self._fail(exc)
+            return
+        options = self.options
+        conn = Connection(Side.CLIENT, max_message_size=options.max_message_size,
+                          max_frame_size=options.frame_limit,
+                          receive_fragments=options.receive_fragments)
+        ws = WebSocket(conn, self.handler, options, subprotocol=accepted.subprotocol)
+        assert self.transport is not None
+        self.transport.set_write_buffer_limits(high=options.write_limit)
+        ws.start(self.transport, self.parser.trailing)
+        if not self.opened.done():
+            self.opened.set_result(ws)
+
+    def eof_received(self) -> bool:
+        try:
+            response = self.parser.feed_eof()
+            if response is not None:
+                check_response(response, self.key, subprotocols=self.subprotocols)
+        except Exception as exc:
+            self._fail(exc)
+            return False
+        self._fail(InvalidResponse("connection closed during the handshake", status=0))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(
+                InvalidResponse("connection lost during the handshake", status=0)
+            )
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(exc)
+        if self.transport is not None:
+            self.transport.close()
+
+
+class connect:  # noqa: N801 - used like a function: `await connect(...)` / `async with`
+    """Open a WebSocket connection.
+
+    Without ``handler``: ``ws = await connect(url)`` (or ``async with connect(url) as ws``)
+    gives an :class:`AsyncWebSocket` (``recv``, ``send``, ``async for``). With a
+    :class:`Handler` instance its callbacks run as on a server, and the result is the
+    :class:`~corral.websocket.WebSocket` handle.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        subprotocols: Sequence[str] = (),
+        headers: Sequence[tuple[str, str]] = (),
+        origin: str | None = None,
+        handler: Handler | None = None,
+        options: Options | None = None,
+        ssl: ssl_module.SSLContext | bool | None = None,
+        open_timeout: float | None = 10.0,
+        **option_changes: Any,
+    ) -> None:
+        self.url = url
+        self.subprotocols = tuple(subprotocols)
+        self.headers = list(headers)
+        self.origin = origin
+        self.handler = handler
+        opts = options or Options(idle_timeout=None)
+        self.options = opts.replace(**option_changes) if option_changes else opts
+        self.ssl = ssl
+        self.open_timeout = open_timeout
+        self._result: AsyncWebSocket | WebSocket | None = None
+
+    async def _open(self) -> AsyncWebSocket | WebSocket:
+        secure, host, port, resource, host_header = parse_url(self.url)
+        context: ssl_module.SSLContext | None = None
+        if secure:
+            context = (self.ssl if isinstance(self.ssl, ssl_module.SSLContext)
+                       else ssl_module.create_default_context())
+        elif self.ssl:
+            raise InvalidURI("ssl given for a ws:// URL; use wss://")
+        key = generate_key()
+        request = build_request(host_header, resource, key, subprotocols=self.subprotocols,
+                                origin=self.origin, headers=self.headers)
+        handler: Handler = self.handler or AsyncWebSocket(self.options.max_queue)
+        loop = asyncio.get_running_loop()
+        opened: asyncio.Future[WebSocket] = loop.create_future()
+        transport, _ = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: _ClientHandshake(request, key, self.subprotocols, handler,
+                                         self.options, opened),
+                host, port, ssl=context, server_hostname=host if context else None,
+            ),
+            self.open_timeout,
+        )
+        try:
+            ws = await asyncio.wait_for(opened, self.open_timeout)
+        except BaseException:
+            transport.abort()
+            raise
+        result: AsyncWebSocket | WebSocket = ws if self.handler is not None else handler  # type: ignore[assignment]
+        self._result = result
+        return result
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> Any:
+        return await self._open()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        result = self._result
+        if isinstance(result, AsyncWebSocket):
+            await result.close()
+        elif isinstance(result, WebSocket):
+            result.close()
+            await result.wait_closed()

@@ -1,0 +1,1 @@
+"""Runnable examples: ``python -m corral.examples.echo``, ``python -m corral.examples.fuzzclient``."""

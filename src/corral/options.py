@@ -1,0 +1,112 @@
+"""Per-connection options: one frozen dataclass, validated once, with documented defaults.
+
+A server has one ``Options``; a route or an ``Accept`` from the upgrade decision may override
+any field for its connections; a few fields (``RUNTIME_MUTABLE``) may also change while a
+connection runs, through ``ws.set_options(...)`` or the ``SetOptions`` command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["RUNTIME_MUTABLE", "Options"]
+
+MiB = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Options:
+    """Options of a WebSocket connection. Sizes in bytes, times in seconds, None = no limit.
+
+    - ``max_message_size`` (1 MiB): a larger message is refused with close 1009, checked on
+      each frame's declared length before its payload is read.
+    - ``max_frame_size`` (None: same as max_message_size): the largest single frame.
+    - ``idle_timeout`` (60): close with 1001 when nothing is received for this long.
+    - ``handshake_timeout`` (10): a client that has not finished its HTTP request by then
+      is answered 408 and dropped (slow-loris protection).
+    - ``close_timeout`` (10): how long to wait for the peer's side of the close handshake.
+    - ``ping_interval`` (None: off): send a keepalive ping this often when set.
+    - ``ping_timeout`` (20): with keepalive on, a peer that sends nothing for this long after a
+      ping is considered dead and dropped (close code 1011 recorded).
+    - ``allowed_origins`` (None): browsers' Origin must match the Host header; a list allows
+      those origins instead ("*" allows any). Requests without Origin (non-browsers) pass.
+    - ``receive_fragments`` (False): deliver messages piece by piece (``on_fragment``)
+      instead of whole.
+    - ``max_queue`` (16): in the ``async for`` style, messages buffered before reading from
+      the socket pauses (backpressure).
+    - ``write_limit`` (65536): write buffer size above which ``drain()`` waits.
+    - ``max_header_count`` (100), ``max_header_bytes`` (16384), ``max_request_line`` (8192):
+      HTTP request limits, answered with 431 / 414.
+    """
+
+    max_message_size: int | None = MiB
+    max_frame_size: int | None = None
+    idle_timeout: float | None = 60.0
+    handshake_timeout: float | None = 10.0
+    close_timeout: float = 10.0
+    ping_interval: float | None = None
+    ping_timeout: float | None = 20.0
+    allowed_origins: tuple[str, ...] | None = None
+    receive_fragments: bool = False
+    max_queue: int = 16
+    write_limit: int = 65536
+    max_header_count: int = 100
+    max_header_bytes: int = 16384
+    max_request_line: int = 8192
+
+    def __post_init__(self) -> None:
+        for name in ("max_message_size", "max_frame_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive int or None, not {value!r}")
+        for name in ("idle_timeout", "handshake_timeout", "ping_interval", "ping_timeout"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive or None, not {value!r}")
+        if not self.close_timeout > 0:
+            raise ValueError("close_timeout must be positive")
+        for name in ("max_queue", "write_limit", "max_header_count", "max_header_bytes",
+                     "max_request_line"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.allowed_origins is not None and not isinstance(self.allowed_origins, tuple):
+            object.__setattr__(self, "allowed_origins", tuple(self.allowed_origins))
+
+    @property
+    def frame_limit(self) -> int | None:
+        """The effective frame size limit."""
+        return self.max_frame_size if self.max_frame_size is not None else self.max_message_size
+
+    def replace(self, **changes: Any) -> Options:
+        """A copy with some fields changed (validated like a new instance)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def merge(cls, base: Options, overrides: Options | dict[str, Any] | None) -> Options:
+        if overrides is None:
+            return base
+        if isinstance(overrides, Options):
+            return overrides
+        return base.replace(**overrides)
+
+
+RUNTIME_MUTABLE = frozenset({"idle_timeout", "max_message_size", "max_frame_size",
+                             "ping_interval", "ping_timeout"})
+
+
+def check_runtime_changes(changes: dict[str, Any]) -> None:
+    bad = set(changes) - RUNTIME_MUTABLE
+    if bad:
+        raise ValueError(
+            f"option(s) {', '.join(sorted(bad))} cannot change on an open connection; "
+            f"these can: {', '.join(sorted(RUNTIME_MUTABLE))}"
+        )
+
+
+def _origins(value: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(value)

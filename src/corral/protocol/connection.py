@@ -1,0 +1,328 @@
+"""The WebSocket connection state machine, after the handshake (RFC 6455 sections 5-8).
+
+Sans-I/O: ``receive_data`` takes bytes and returns events; the ``send_*`` methods queue
+frames that ``data_to_send`` hands out. Timers, sockets and the event loop belong to the
+I/O layer. Every error the peer can cause is turned into a close frame here, in one place
+(``_fail``): 1002 protocol error, 1007 invalid data, 1009 too big.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Callable, Sequence
+
+from ..exceptions import ConnectionClosed, PayloadTooBig, ProtocolError, closed_error
+from .events import CloseReceived, Event, Failed, Fragment, Message, Ping, Pong
+from .extensions.base import Extension
+from .frames import CloseCode, Opcode, parse_close, serialize_close, serialize_frame
+from .reader import FrameReader
+from .utf8 import Utf8Decoder
+
+__all__ = ["Connection", "Side", "State"]
+
+
+class Side(enum.Enum):
+    SERVER = "server"
+    CLIENT = "client"
+
+
+class State(enum.IntEnum):
+    """OPEN: messages flow. CLOSING: a close frame was sent or received, not both.
+    CLOSED: the close handshake is done, or the connection failed or was lost."""
+
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+def _random_mask() -> bytes:
+    return os.urandom(4)
+
+
+class Connection:
+    """One WebSocket connection's protocol state, shared by server and client."""
+
+    __slots__ = (
+        "_decoder",
+        "_ext_rsv",
+        "_extensions",
+        "_msg_opcode",
+        "_msg_parts",
+        "_msg_size",
+        "_out",
+        "_out_opcode",
+        "_reader",
+        "close_received",
+        "close_sent",
+        "failure",
+        "mask_key",
+        "max_message_size",
+        "receive_fragments",
+        "side",
+        "state",
+    )
+
+    def __init__(
+        self,
+        side: Side,
+        *,
+        max_message_size: int | None = 1 << 20,
+        max_frame_size: int | None = None,
+        receive_fragments: bool = False,
+        extensions: Sequence[Extension] = (),
+        mask_key: Callable[[], bytes] = _random_mask,
+    ) -> None:
+        self.side = side
+        self.state = State.OPEN
+        self.max_message_size = max_message_size
+        self.receive_fragments = receive_fragments
+        self.mask_key = mask_key
+        self._reader = FrameReader(
+            require_mask=side is Side.SERVER, max_frame_size=max_frame_size
+        )
+        self._extensions = tuple(extensions)
+        ext_rsv = 0
+        for ext in self._extensions:
+            ext_rsv |= ext.rsv_bits
+        self._ext_rsv = ext_rsv
+        self._out: list[bytes] = []
+        self._msg_opcode = -1  # opcode of the message being received, -1 between messages
+        self._msg_parts: list[bytes] | list[str] = []
+        self._msg_size = 0
+        self._decoder: Utf8Decoder | None = None
+        self._out_opcode = -1  # opcode of a fragmented message being sent
+        self.close_received: tuple[int, str] | None = None
+        self.close_sent: tuple[int, str] | None = None
+        self.failure: ProtocolError | None = None
+
+    # -- limits that may change at run time -------------------------------------------------
+
+    @property
+    def max_frame_size(self) -> int | None:
+        return self._reader.max_frame_size
+
+    @max_frame_size.setter
+    def max_frame_size(self, value: int | None) -> None:
+        self._reader.max_frame_size = value
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes from the network; return the events they complete."""
+        if self.state is State.CLOSED or self.close_received is not None:
+            return []  # 5.5.1: after a close frame, nothing more is processed
+        reader = self._reader
+        events: list[Event] = []
+        try:
+            for chunk in reader.feed(data):
+                opcode = chunk.opcode
+                if chunk.rsv & ~self._ext_rsv:
+                    # 5.2: "MUST be 0 unless an extension is negotiated that defines meanings"
+                    raise ProtocolError("reserved bits set")
+                if opcode >= 8:
+                    if chunk.rsv:
+                        raise ProtocolError("reserved bits set on a control frame")
+                    self._control(opcode, chunk.data, events)
+                    if self.close_received is not None:
+                        return events
+                    continue
+                data_piece = chunk.data
+                if chunk.first:
+                    self._frame_start(opcode, chunk.length)
+                if self._extensions:
+                    data_piece = self._decode_extensions(chunk.opcode, chunk.rsv, data_piece,
+                                                         chunk.first, chunk.last, chunk.fin)
+                    self._check_size(len(data_piece))
+                self._add_payload(data_piece, chunk.last and chunk.fin, events)
+            if reader.error is not None:
+                raise reader.error
+        except ProtocolError as exc:
+            self._fail(exc, events)
+        return events
+
+    def _frame_start(self, opcode: int, length: int) -> None:
+        if opcode == Opcode.CONTINUATION:
+            if self._msg_opcode < 0:
+                raise ProtocolError("continuation frame without a message to continue")
+        else:
+            if self._msg_opcode >= 0:
+                # 5.4: fragments of one message may not be interleaved with another message.
+                raise ProtocolError("new data frame while a fragmented message is in progress")
+            self._msg_opcode = opcode
+            self._msg_size = 0
+            self._msg_parts = []
+            self._decoder = Utf8Decoder() if opcode == Opcode.TEXT else None
+        if not self._extensions:
+            self._check_size(length)
+
+    def _check_size(self, length: int) -> None:
+        limit = self.max_message_size
+        if limit is not None and self._msg_size + length > limit:
+            raise PayloadTooBig(self._msg_size + length, limit)
+        self._msg_size += length
+
+    def _decode_extensions(
+        self, opcode: int, rsv: int, data: bytes, first: bool, last: bool, fin: bool
+    ) -> bytes:
+        limit = self.max_message_size
+        for ext in reversed(self._extensions):
+            budget = None if limit is None else limit - self._msg_size
+            data = ext.decode(opcode, rsv, data, frame_start=first, frame_end=last, fin=fin,
+                              max_size=budget)
+        return data
+
+    def _add_payload(self, data: bytes, message_end: bool, events: list[Event]) -> None:
+        decoder = self._decoder
+        piece: str | bytes = data
+        if decoder is not None:
+            piece = decoder.decode(data, message_end)
+        if self.receive_fragments:
+            if piece or message_end:
+                events.append(Fragment(piece, message_end))
+        elif piece:
+            self._msg_parts.append(piece)  # type: ignore[arg-type]
+        if message_end:
+            if not self.receive_fragments:
+                parts = self._msg_parts
+                if decoder is not None:
+                    message: str | bytes = parts[0] if len(parts) == 1 else "".join(parts)  # type: ignore[arg-type]
+                    if not parts:
+                        message = ""
+                else:
+                    message = parts[0] if len(parts) == 1 else b"".join(parts)  # type: ignore[arg-type]
+                    if not parts:
+                        message = b""
+                events.append(Message(message))
+            self._msg_opcode = -1
+            self._msg_parts = []
+            self._msg_size = 0
+            self._decoder = None
+
+    def _control(self, opcode: int, payload: bytes, events: list[Event]) -> None:
+        if opcode == Opcode.PING:
+            # 5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in
+            # response, unless it already received a Close frame."
+            if self.close_sent is None:
+                self._queue(Opcode.PONG, payload)
+            events.append(Ping(payload))
+        elif opcode == Opcode.PONG:
+            events.append(Pong(payload))
+        else:
+            code, reason = parse_close(payload)
+            self.close_received = (code, reason)
+            if self.close_sent is None:
+                # 5.5.1: reply with a close frame, typically echoing the status code.
+                echo = code if code != CloseCode.NO_STATUS else None
+                self._queue(Opcode.CLOSE, serialize_close(echo, ""))
+                self.close_sent = (code, "")
+            self.state = State.CLOSED
+            events.append(CloseReceived(code, reason))
+
+    def _fail(self, exc: ProtocolError, events: list[Event]) -> None:
+        """7.1.7 _Fail the WebSocket Connection_: send a close frame with the error's code."""
+        self.failure = exc
+        code = exc.close_code
+        if self.close_sent is None and self.state is State.OPEN:
+            self._queue(Opcode.CLOSE, serialize_close(code, ""))
+            self.close_sent = (code, "")
+        self.state = State.CLOSED
+        events.append(Failed(code, str(exc)))
+
+    def receive_eof(self) -> None:
+        """The peer closed TCP. Without a close handshake that is an abnormal closure."""
+        self.state = State.CLOSED
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def _queue(self, opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> None:
+        mask = self.mask_key() if self.side is Side.CLIENT else None
+        self._out.append(serialize_frame(opcode, payload, fin=fin, rsv1=bool(rsv & 0x40),
+                                         mask=mask))
+
+    def _check_open(self) -> None:
+        if self.state is not State.OPEN or self.close_sent is not None:
+            code, reason = self.close_received or self.close_sent or (CloseCode.ABNORMAL, "")
+            raise closed_error(code, reason)
+
+    def _send_data(self, opcode: int, payload: bytes, fin: bool) -> None:
+        rsv = 0
+        for ext in self._extensions:
+            payload, bits = ext.encode(opcode, payload, fin=fin)
+            rsv |= bits
+        self._queue(opcode, payload, fin, rsv)
+
+    def send_message(self, data: str | bytes) -> None:
+        """Queue a whole message: text for ``str``, binary for bytes-like."""
+        self._check_open()
+        if self._out_opcode >= 0:
+            raise RuntimeError("a fragmented message is being sent; finish it first")
+        if isinstance(data, str):
+            self._send_data(Opcode.TEXT, data.encode(), True)
+        else:
+            self._send_data(Opcode.BINARY, bytes(data), True)
+
+    def send_fragment(self, data: str | bytes, last: bool) -> None:
+        """Queue one fragment of a message; the first fragment's type sets the message's."""
+        self._check_open()
+        payload = data.encode() if isinstance(data, str) else bytes(data)
+        if self._out_opcode < 0:
+            opcode = Opcode.TEXT if isinstance(data, str) else Opcode.BINARY
+            self._out_opcode = opcode
+        else:
+            if (self._out_opcode == Opcode.TEXT) != isinstance(data, str):
+                raise TypeError("all fragments of a message must be of the same type")
+            opcode = Opcode.CONTINUATION
+        self._send_data(opcode, payload, last)
+        if last:
+            self._out_opcode = -1
+
+    def send_ping(self, payload: bytes = b"") -> None:
+        self._check_open()
+        if len(payload) > 125:
+            raise ValueError("ping payload is limited to 125 bytes")
+        self._queue(Opcode.PING, bytes(payload))
+
+    def send_pong(self, payload: bytes = b"") -> None:
+        self._check_open()
+        if len(payload) > 125:
+            raise ValueError("pong payload is limited to 125 bytes")
+        self._queue(Opcode.PONG, bytes(payload))
+
+    def send_close(self, code: int | None = CloseCode.NORMAL, reason: str = "") -> None:
+        """Start the closing handshake (section 7.1.2). A no-op if a close was already sent."""
+        if self.close_sent is not None or self.state is State.CLOSED:
+            return
+        self._queue(Opcode.CLOSE, serialize_close(code, reason))
+        self.close_sent = (code if code is not None else CloseCode.NO_STATUS, reason)
+        self.state = State.CLOSING
+
+    def data_to_send(self) -> list[bytes]:
+        """Frames queued since the last call, in order."""
+        out = self._out
+        if out:
+            self._out = []
+        return out
+
+    @property
+    def has_data_to_send(self) -> bool:
+        return bool(self._out)
+
+    # -- closing -----------------------------------------------------------------------------
+
+    @property
+    def close_code(self) -> int:
+        """The code the connection closed with, as the application sees it (7.1.5):
+        the peer's close code, 1005 if it sent none, 1006 without a close frame."""
+        if self.close_received is not None:
+            return self.close_received[0]
+        if self.failure is not None:
+            return self.failure.close_code
+        return CloseCode.ABNORMAL
+
+    @property
+    def close_reason(self) -> str:
+        return self.close_received[1] if self.close_received is not None else ""
+
+    def closed_exception(self) -> ConnectionClosed:
+        return closed_error(self.close_code, self.close_reason)

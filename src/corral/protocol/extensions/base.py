@@ -1,0 +1,75 @@
+"""The two hooks an extension plugs into: negotiation and the frame data path.
+
+Negotiation happens once per connection on the server (``ExtensionFactory.accept``) or the
+client (``ExtensionFactory.offer`` / ``ExtensionFactory.confirm``); the result is an
+:class:`Extension` object that the connection calls for every data frame. Control frames never
+go through extensions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..handshake import ExtensionOffer
+
+__all__ = ["Extension", "ExtensionFactory"]
+
+
+class Extension:
+    """A negotiated extension on one connection.
+
+    ``rsv_bits`` are the RSV bits (as in the first header byte: 0x40, 0x20, 0x10) the
+    extension gives a meaning to; a frame with any other RSV bit set fails the connection
+    with 1002 (section 5.2).
+    """
+
+    name: str = ""
+    rsv_bits: int = 0
+
+    def decode(
+        self,
+        opcode: int,
+        rsv: int,
+        data: bytes,
+        *,
+        frame_start: bool,
+        frame_end: bool,
+        fin: bool,
+        max_size: int | None,
+    ) -> bytes:
+        """Transform a received piece of a data frame.
+
+        ``opcode`` is the frame's (CONTINUATION for later frames of a message), ``rsv`` its
+        RSV bits; ``fin and frame_end`` marks the end of the message. ``max_size`` is how
+        many more bytes the message may grow by: an extension that expands data must stop
+        there and raise :class:`corral.exceptions.PayloadTooBig`.
+        """
+        return data
+
+    def encode(self, opcode: int, data: bytes, *, fin: bool) -> tuple[bytes, int]:
+        """Transform an outgoing data frame; return the payload and the RSV bits to set."""
+        return data, 0
+
+
+class ExtensionFactory:
+    """Negotiates one extension by name (the ``Sec-WebSocket-Extensions`` header)."""
+
+    name: str = ""
+
+    def accept(self, offer: ExtensionOffer) -> tuple[ExtensionOffer, Extension] | None:
+        """Server side: answer a client offer, or None to decline it (not an error)."""
+        return None
+
+    def offer(self) -> ExtensionOffer:
+        """Client side: what to offer."""
+        from ..handshake import ExtensionOffer
+
+        return ExtensionOffer(self.name, ())
+
+    def confirm(self, response: ExtensionOffer, offered: Sequence[ExtensionOffer]) -> Extension:
+        """Client side: check the server's answer to our offer; raise NegotiationError."""
+        from ...exceptions import NegotiationError
+
+        raise NegotiationError(f"extension {response.name!r} cannot be confirmed")

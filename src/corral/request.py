@@ -1,0 +1,118 @@
+"""The request a handler sees in its upgrade decision, and the plain HTTP response type."""
+
+from __future__ import annotations
+
+import json as _json
+from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
+from urllib.parse import parse_qs
+
+from .protocol.handshake import ExtensionOffer, UpgradeInfo
+from .protocol.http11 import Headers, HTTPRequest
+
+__all__ = ["Request", "Response"]
+
+
+class Request:
+    """An HTTP request as the application sees it: path, query, headers, cookies, peer.
+
+    For WebSocket upgrades ``subprotocols``, ``extensions`` and ``origin`` carry what the
+    client offered; ``path_params`` holds the values a router pattern captured.
+    """
+
+    __slots__ = ("_cookies", "_query", "http", "path_params", "peer", "upgrade")
+
+    def __init__(
+        self,
+        http: HTTPRequest,
+        peer: Any = None,
+        upgrade: UpgradeInfo | None = None,
+        path_params: dict[str, str] | None = None,
+    ) -> None:
+        self.http = http
+        self.peer = peer
+        self.upgrade = upgrade
+        self.path_params = path_params or {}
+        self._query: dict[str, list[str]] | None = None
+        self._cookies: dict[str, str] | None = None
+
+    @property
+    def method(self) -> str:
+        return self.http.method
+
+    @property
+    def path(self) -> str:
+        return self.http.path
+
+    @property
+    def query_string(self) -> str:
+        return self.http.query_string
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        """Query parameters, each name with the list of its values."""
+        if self._query is None:
+            self._query = parse_qs(self.http.query_string, keep_blank_values=True)
+        return self._query
+
+    def query_param(self, name: str, default: str | None = None) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else default
+
+    @property
+    def headers(self) -> Headers:
+        return self.http.headers
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        if self._cookies is None:
+            jar: SimpleCookie = SimpleCookie()
+            for value in self.http.headers.get_all("cookie"):
+                try:
+                    jar.load(value)
+                except CookieError:
+                    continue
+            self._cookies = {name: morsel.value for name, morsel in jar.items()}
+        return self._cookies
+
+    @property
+    def subprotocols(self) -> tuple[str, ...]:
+        return self.upgrade.subprotocols if self.upgrade else ()
+
+    @property
+    def extensions(self) -> tuple[ExtensionOffer, ...]:
+        return self.upgrade.extensions if self.upgrade else ()
+
+    @property
+    def origin(self) -> str | None:
+        return self.upgrade.origin if self.upgrade else self.http.headers.get("origin")
+
+    @property
+    def host(self) -> str | None:
+        return self.http.headers.get("host")
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.http.target} from {self.peer}>"
+
+
+@dataclass(slots=True)
+class Response:
+    """A plain HTTP response (also used to refuse an upgrade)."""
+
+    status: int = 200
+    body: bytes | str = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    content_type: str | None = "text/plain; charset=utf-8"
+
+    @classmethod
+    def text(cls, text: str, status: int = 200) -> Response:
+        return cls(status, text)
+
+    @classmethod
+    def json(cls, obj: Any, status: int = 200) -> Response:
+        return cls(status, _json.dumps(obj), content_type="application/json")
+
+    @classmethod
+    def html(cls, html: str, status: int = 200) -> Response:
+        return cls(status, html, content_type="text/html; charset=utf-8")

@@ -1,0 +1,257 @@
+"""The HTTP phase of a server connection: parse, route, answer or upgrade.
+
+Each TCP connection starts here. Plain HTTP requests are answered (keep-alive and pipelining
+served in order); a WebSocket upgrade runs the handler's decision, writes the 101 and hands
+the transport to a :class:`~corral.websocket.WebSocket`. Every refusal is an HTTP status with
+a short reason; nothing a client sends here can raise out of this protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import InvalidRequest
+from ..handler import Accept, Reject
+from ..options import Options
+from ..protocol.connection import Connection, Side
+from ..protocol.handshake import (
+    build_accept,
+    build_http_response,
+    check_request,
+    is_websocket_upgrade,
+    origin_allowed,
+)
+from ..protocol.http11 import HTTPRequest, RequestParser
+from ..request import Request, Response
+from ..websocket import WebSocket
+from .router import Route
+
+if TYPE_CHECKING:
+    from .serve import Server
+
+__all__ = ["HttpProtocol"]
+
+logger = logging.getLogger("corral.server")
+
+
+class HttpProtocol(asyncio.Protocol):
+    """Serves one TCP connection until it upgrades or closes."""
+
+    __slots__ = ("_busy", "_pending", "_timer", "parser", "server", "transport")
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        opts = server.options
+        self.parser = RequestParser(
+            max_request_line=opts.max_request_line,
+            max_header_count=opts.max_header_count,
+            max_header_bytes=opts.max_header_bytes,
+        )
+        self.transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._pending: deque[HTTPRequest] = deque()
+        self._busy = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.server._http_connections.add(self)
+        if self.server.closing:
+            transport.close()
+            return
+        self._arm_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        self.server._http_connections.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            requests = self.parser.feed(data)
+        except InvalidRequest as exc:
+            self._refuse(exc.status, exc.reason, exc.headers)
+            return
+        except RuntimeError:
+            return  # bytes after an upgrade request, before the upgrade completed
+        self._pending.extend(requests)
+        if requests and not self._busy:
+            self._next()
+
+    # -- timers ----------------------------------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        timeout = self.server.options.handshake_timeout
+        if timeout is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(timeout, self._timed_out)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._busy:
+            return
+        self._refuse(408, "request not received in time")
+
+    # -- answering -------------------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _refuse(
+        self, status: int, reason: str, headers: list[tuple[str, str]] | tuple[()] = ()
+    ) -> None:
+        """Answer with an error status and close: the connection state is unknown after it."""
+        self._cancel_timer()
+        self._write(build_http_response(status, body=reason + "\n", headers=list(headers)))
+        if self.transport is not None:
+            self.transport.close()
+        self._pending.clear()
+
+    def _respond(self, request: HTTPRequest, response: Response) -> None:
+        keep_alive = request.keep_alive and not self.server.closing
+        data = build_http_response(response.status, body=response.body,
+                                   headers=response.headers,
+                                   content_type=response.content_type, keep_alive=keep_alive)
+        if request.method == "HEAD" and response.body:
+            # HEAD announces the length of the body it does not send.
+            body = response.body
+            data = data[: len(data) - len(body.encode() if isinstance(body, str) else body)]
+        self._write(data)
+        if not keep_alive and self.transport is not None:
+            self.transport.close()
+
+    # -- requests in order -------------------------------------------------------------------------
+
+    def _next(self) -> None:
+        while self._pending and not self._busy:
+            if self.transport is None or self.transport.is_closing():
+                self._pending.clear()
+                return
+            request = self._pending.popleft()
+            self._cancel_timer()
+            self._busy = True
+            try:
+                outcome = self._handle(request)
+            except Exception as exc:
+                self._internal_error(exc)
+                return
+            if outcome is not None:
+                self.transport.pause_reading()
+                task = asyncio.get_running_loop().create_task(outcome)
+                task.add_done_callback(self._task_done)
+                return
+            self._done_one()
+
+    def _done_one(self) -> None:
+        self._busy = False
+        if self.transport is not None and not self.transport.is_closing() and not self.parser.upgraded:
+            self._arm_timer()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        exc = task.exception() if not task.cancelled() else None
+        if exc is not None:
+            self._internal_error(exc)
+            return
+        if self.transport is not None and not self.transport.is_closing():
+            if self.parser.upgraded:
+                return
+            self.transport.resume_reading()
+        self._done_one()
+        self._next()
+
+    def _internal_error(self, exc: BaseException) -> None:
+        logger.error("error while handling an HTTP request", exc_info=exc)
+        self._busy = False
+        self._refuse(500, "internal server error")
+
+    def _handle(self, request: HTTPRequest) -> Any:
+        """Answer one request now, or return a coroutine that will."""
+        match = self.server.router.match(request.path)
+        if match is None:
+            self._respond(request, Response(404, "not found\n"))
+            return None
+        route, params = match
+        if route.websocket is not None and (route.http is None or is_websocket_upgrade(request)):
+            return self._upgrade(request, route, params)
+        if route.http is None:  # pragma: no cover - a route always has one of the two
+            self._respond(request, Response(404, "not found\n"))
+            return None
+        req = Request(request, self._peer(), None, params)
+        result = route.http(req)
+        if inspect.isawaitable(result):
+            return self._respond_later(request, result)
+        self._respond(request, result)
+        return None
+
+    async def _respond_later(self, request: HTTPRequest, result: Any) -> None:
+        self._respond(request, await result)
+
+    def _peer(self) -> Any:
+        return self.transport.get_extra_info("peername") if self.transport else None
+
+    # -- the WebSocket upgrade ---------------------------------------------------------------------
+
+    def _upgrade(self, request: HTTPRequest, route: Route, params: dict[str, str]) -> Any:
+        try:
+            info = check_request(request)
+        except InvalidRequest as exc:
+            self._refuse(exc.status, exc.reason, exc.headers)
+            return None
+        assert route.websocket is not None
+        handler = route.websocket()
+        req = Request(request, self._peer(), info, params)
+        decision = handler.upgrade(req)
+        if inspect.isawaitable(decision):
+            return self._upgrade_later(decision, handler, req, route)
+        self._finish_upgrade(decision, handler, req, route)
+        return None
+
+    async def _upgrade_later(self, decision: Any, handler: Any, req: Request, route: Route) -> None:
+        self._finish_upgrade(await decision, handler, req, route)
+
+    def _finish_upgrade(self, decision: Any, handler: Any, req: Request, route: Route) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if isinstance(decision, Reject):
+            self._respond(req.http, decision)
+            return
+        if not isinstance(decision, Accept):
+            raise TypeError(f"upgrade() must return Accept or Reject, not {decision!r}")
+        options = Options.merge(Options.merge(self.server.options, route.options),
+                                decision.options)
+        info = req.upgrade
+        assert info is not None
+        if not origin_allowed(info.origin, info.host, options.allowed_origins):
+            self._refuse(403, "origin not allowed")
+            return
+        if decision.subprotocol is not None and decision.subprotocol not in info.subprotocols:
+            raise ValueError(f"subprotocol {decision.subprotocol!r} was not offered")
+        if self.server.closing:
+            self._refuse(503, "server shutting down")
+            return
+        transport.write(build_accept(info, subprotocol=decision.subprotocol,
+                                     headers=decision.headers))
+        conn = Connection(
+            Side.SERVER,
+            max_message_size=options.max_message_size,
+            max_frame_size=options.frame_limit,
+            receive_fragments=options.receive_fragments,
+        )
+        ws = WebSocket(conn, handler, options, request=req, subprotocol=decision.subprotocol,
+                       on_finish=self.server._websocket_finished)
+        transport.set_write_buffer_limits(high=options.write_limit)
+        self._cancel_timer()
+        self.server._http_connections.discard(self)
+        self.server._websockets.add(ws)
+        ws.start(transport, self.parser.trailing)

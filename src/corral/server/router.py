@@ -1,0 +1,154 @@
+"""Routing: path patterns to WebSocket handlers and plain HTTP handlers on one port.
+
+Patterns are literal paths with ``{name}`` segments (one path segment) and at most one
+trailing ``{name:path}`` (the rest of the path, slashes included).
+"""
+
+from __future__ import annotations
+
+import inspect
+import mimetypes
+import os
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+from ..async_api import AsyncWebSocket, CoroutineHandler
+from ..handler import Handler
+from ..options import Options
+from ..request import Request, Response
+
+__all__ = ["HTTPHandler", "Route", "Router", "StaticFiles"]
+
+HTTPHandler = Callable[[Request], Union[Response, Awaitable[Response]]]
+HandlerFactory = Callable[[], Handler]
+App = Union["Router", type[Handler], Callable[[AsyncWebSocket], Awaitable[Any]]]
+
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(:path)?\}")
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    if not pattern.startswith("/"):
+        raise ValueError(f"route pattern must start with '/': {pattern!r}")
+    out = []
+    pos = 0
+    for match in _PARAM.finditer(pattern):
+        out.append(re.escape(pattern[pos : match.start()]))
+        name, is_path = match.group(1), match.group(2)
+        if is_path and match.end() != len(pattern):
+            raise ValueError("{name:path} is only allowed at the end of a pattern")
+        out.append(f"(?P<{name}>.*)" if is_path else f"(?P<{name}>[^/]+)")
+        pos = match.end()
+    out.append(re.escape(pattern[pos:]))
+    return re.compile("".join(out) + r"\Z")
+
+
+def websocket_factory(
+    target: type[Handler] | Callable[..., Any], subprotocols: tuple[str, ...] = ()
+) -> HandlerFactory:
+    """Turn what a user registers into a per-connection handler factory.
+
+    A :class:`Handler` subclass is instantiated per connection; an ``async def fn(ws)`` is
+    run in the ``async for`` style; any other callable is taken as a factory.
+    """
+    if inspect.isclass(target) and issubclass(target, Handler):
+        return target
+    if inspect.iscoroutinefunction(target):
+        return lambda: CoroutineHandler(target, subprotocols)
+    if callable(target):
+        return target
+    raise TypeError(f"not a WebSocket handler: {target!r}")
+
+
+@dataclass(slots=True)
+class Route:
+    pattern: str
+    regex: re.Pattern[str]
+    websocket: HandlerFactory | None = None
+    http: HTTPHandler | None = None
+    options: Options | dict[str, Any] | None = None
+
+
+class Router:
+    """Maps request paths to handlers; the first matching route wins."""
+
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+
+    def websocket(
+        self,
+        pattern: str,
+        handler: type[Handler] | Callable[..., Any],
+        *,
+        options: Options | dict[str, Any] | None = None,
+        subprotocols: tuple[str, ...] | list[str] = (),
+    ) -> Router:
+        """Serve WebSocket connections on ``pattern``. Plain HTTP there gets 426."""
+        route = self._route(pattern)
+        route.websocket = websocket_factory(handler, tuple(subprotocols))
+        route.options = options
+        return self
+
+    def http(self, pattern: str, handler: HTTPHandler) -> Router:
+        """Serve plain HTTP on ``pattern`` with ``handler(request) -> Response``."""
+        self._route(pattern).http = handler
+        return self
+
+    def static(self, prefix: str, directory: str | os.PathLike[str]) -> Router:
+        """Serve the files under ``directory`` at ``prefix/...`` (GET and HEAD)."""
+        prefix = prefix.rstrip("/")
+        self.http(prefix + "/{path:path}", StaticFiles(directory))
+        return self
+
+    def _route(self, pattern: str) -> Route:
+        for route in self.routes:
+            if route.pattern == pattern:
+                return route
+        route = Route(pattern, _compile(pattern))
+        self.routes.append(route)
+        return route
+
+    def match(self, path: str) -> tuple[Route, dict[str, str]] | None:
+        for route in self.routes:
+            m = route.regex.match(path)
+            if m is not None:
+                return route, m.groupdict()
+        return None
+
+
+class StaticFiles:
+    """An HTTP handler serving files from one directory, never outside it."""
+
+    def __init__(self, directory: str | os.PathLike[str], index: str = "index.html") -> None:
+        self.root = Path(directory).resolve()
+        self.index = index
+
+    def __call__(self, request: Request) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            return Response(405, "method not allowed", [("Allow", "GET, HEAD")])
+        relative = request.path_params.get("path", "").lstrip("/")
+        target = (self.root / relative).resolve()
+        if target != self.root and self.root not in target.parents:
+            return Response(404, "not found")
+        if target.is_dir():
+            target = target / self.index
+        if not target.is_file():
+            return Response(404, "not found")
+        content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        if content_type.startswith("text/") or content_type in ("application/javascript",
+                                                                 "application/json"):
+            content_type += "; charset=utf-8"
+        body = b"" if request.method == "HEAD" else target.read_bytes()
+        return Response(200, body, content_type=content_type)
+
+
+def as_router(app: App) -> Router:
+    """Accept a Router, a Handler class or an ``async def`` and give back a Router; a lone
+    handler serves every path."""
+    if isinstance(app, Router):
+        return app
+    router = Router()
+    router.websocket("/{path:path}", app)
+    return router

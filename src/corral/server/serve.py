@@ -1,0 +1,218 @@
+"""Starting and stopping a server: TCP or Unix socket, TLS, graceful shutdown, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl as ssl_module
+from collections.abc import Generator
+from types import TracebackType
+from typing import Any
+
+from ..options import Options
+from ..protocol.frames import CloseCode
+from ..websocket import WebSocket
+from .http import HttpProtocol
+from .router import App, Router, as_router
+
+__all__ = ["Server", "install_uvloop", "run", "serve"]
+
+logger = logging.getLogger("corral.server")
+
+
+def ssl_context(certfile: str, keyfile: str | None = None) -> ssl_module.SSLContext:
+    """A server TLS context from a PEM certificate (chain) and key."""
+    context = ssl_module.create_default_context(ssl_module.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certfile, keyfile)
+    return context
+
+
+class Server:
+    """A running corral server. ``close()`` shuts it down gracefully."""
+
+    def __init__(self, router: Router, options: Options) -> None:
+        self.router = router
+        self.options = options
+        self.closing = False
+        self._servers: list[asyncio.base_events.Server] = []
+        self._websockets: set[WebSocket] = set()
+        self._http_connections: set[HttpProtocol] = set()
+        self._closed: asyncio.Event | None = None
+
+    async def _start(
+        self,
+        host: str | None,
+        port: int | None,
+        *,
+        ssl: ssl_module.SSLContext | None,
+        uds: str | None,
+        sock: Any,
+        reuse_port: bool,
+        backlog: int,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._closed = asyncio.Event()
+        factory = lambda: HttpProtocol(self)  # noqa: E731
+        if uds is not None:
+            server = await loop.create_unix_server(factory, uds, ssl=ssl, backlog=backlog)
+        elif sock is not None:
+            server = await loop.create_server(factory, sock=sock, ssl=ssl, backlog=backlog)
+        else:
+            server = await loop.create_server(factory, host, port, ssl=ssl, backlog=backlog,
+                                              reuse_port=reuse_port or None)
+        self._servers.append(server)
+
+    @property
+    def sockets(self) -> list[Any]:
+        return [s for server in self._servers for s in server.sockets]
+
+    @property
+    def port(self) -> int:
+        """The TCP port of the first listening socket (useful with port=0)."""
+        for sock in self.sockets:
+            name = sock.getsockname()
+            if isinstance(name, tuple):
+                return int(name[1])
+        raise RuntimeError("not listening on TCP")
+
+    @property
+    def connections(self) -> frozenset[WebSocket]:
+        """The open WebSocket connections."""
+        return frozenset(self._websockets)
+
+    def _websocket_finished(self, ws: WebSocket) -> None:
+        self._websockets.discard(ws)
+
+    async def close(
+        self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down"
+    ) -> None:
+        """Stop accepting, close every WebSocket with ``code`` (1001), wait for them to end
+        (up to the close timeout), then drop whatever is left."""
+        if self.closing:
+            if self._closed is not None:
+                await self._closed.wait()
+            return
+        self.closing = True
+        for server in self._servers:
+            server.close()
+        for http in list(self._http_connections):
+            if http.transport is not None and not http._busy:
+                http.transport.close()
+        for ws in list(self._websockets):
+            ws.shutdown(code, reason)
+        deadline = asyncio.get_running_loop().time() + self.options.close_timeout
+        while self._websockets or self._http_connections:
+            if asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        for ws in list(self._websockets):
+            ws.abort()
+        for http in list(self._http_connections):
+            if http.transport is not None:
+                http.transport.abort()
+        for server in self._servers:
+            await server.wait_closed()
+        assert self._closed is not None
+        self._closed.set()
+
+    async def wait_closed(self) -> None:
+        assert self._closed is not None
+        await self._closed.wait()
+
+    async def serve_forever(self) -> None:
+        await self.wait_closed()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+class serve:  # noqa: N801 - used like a function: `await serve(...)` / `async with serve(...)`
+    """Start a server: ``server = await serve(app, host, port)`` or
+    ``async with serve(app, host, port) as server: ...``.
+
+    ``app`` is a :class:`Router`, a :class:`~corral.Handler` subclass (one instance per
+    connection, every path) or an ``async def handler(ws)``. Keyword options not named here
+    are :class:`Options` fields, e.g. ``max_message_size=16 * 2**20``.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        host: str | None = "127.0.0.1",
+        port: int | None = 8000,
+        *,
+        options: Options | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        uds: str | None = None,
+        sock: Any = None,
+        reuse_port: bool = False,
+        backlog: int = 1024,
+        **option_changes: Any,
+    ) -> None:
+        opts = options or Options()
+        if option_changes:
+            opts = opts.replace(**option_changes)
+        self._server = Server(as_router(app), opts)
+        self._args = (host, port)
+        self._kwargs = dict(ssl=ssl, uds=uds, sock=sock, reuse_port=reuse_port, backlog=backlog)
+
+    async def _go(self) -> Server:
+        await self._server._start(*self._args, **self._kwargs)
+        return self._server
+
+    def __await__(self) -> Generator[Any, None, Server]:
+        return self._go().__await__()
+
+    async def __aenter__(self) -> Server:
+        return await self._go()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._server.close()
+
+
+def install_uvloop() -> bool:
+    """Use uvloop's event loop policy when it is installed; say whether it is."""
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+def run(
+    app: App,
+    host: str | None = "127.0.0.1",
+    port: int | None = 8000,
+    *,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    use_uvloop: bool = True,
+    **kwargs: Any,
+) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM, then shut down gracefully (close 1001)."""
+    if use_uvloop:
+        install_uvloop()
+    ssl = ssl_context(tls_cert, tls_key) if tls_cert else None
+
+    async def main() -> None:
+        server = await serve(app, host, port, ssl=ssl, **kwargs)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        where = kwargs.get("uds") or f"{'wss' if ssl else 'ws'}://{host}:{server.port}"
+        logger.info("corral serving on %s", where)
+        await stop.wait()
+        logger.info("shutting down")
+        await server.close()
+
+    asyncio.run(main())

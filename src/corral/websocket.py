@@ -1,0 +1,573 @@
+"""One open WebSocket connection on asyncio, running a handler over the sans-I/O core.
+
+Server and client share this class: after their handshakes both hand the transport to a
+``WebSocket`` (``transport.set_protocol``). It owns the timers (idle, close, keepalive), turns
+core events into handler callbacks, applies the commands they return, and corks every frame
+produced while handling one read into a single write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, NamedTuple
+
+from .exceptions import PayloadTooBig
+from .handler import (
+    Binary,
+    Close,
+    CloseKind,
+    CloseReason,
+    Fragment,
+    Handler,
+    Pause,
+    Ping,
+    Pong,
+    Resume,
+    SetOptions,
+    Text,
+)
+from .options import Options, check_runtime_changes
+from .protocol import events as ev
+from .protocol.connection import Connection, Side, State
+from .protocol.frames import CloseCode
+from .request import Request
+
+__all__ = ["WebSocket"]
+
+logger = logging.getLogger("corral")
+
+
+class _Info(NamedTuple):
+    info: Any
+
+
+_COMMANDS = frozenset({Text, Binary, Fragment, Ping, Pong, Close, Pause, Resume, SetOptions})
+
+
+class WebSocket(asyncio.Protocol):
+    """An open connection, as handlers see it (the ``ws`` argument of every callback).
+
+    Every method is non-blocking and safe to call from any task on the connection's loop;
+    ``post_threadsafe`` is the one to use from other threads.
+    """
+
+    __slots__ = (
+        "_backlog",
+        "_busy",
+        "_close_timer",
+        "_closed_waiter",
+        "_closing_kind",
+        "_corked",
+        "_drain_waiters",
+        "_error",
+        "_finished",
+        "_idle_timer",
+        "_keepalive_timer",
+        "_last_recv",
+        "_loop",
+        "_on_finish",
+        "_paused",
+        "_ping_sent_at",
+        "_write_paused",
+        "conn",
+        "handler",
+        "options",
+        "request",
+        "subprotocol",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        conn: Connection,
+        handler: Handler,
+        options: Options,
+        *,
+        request: Request | None = None,
+        subprotocol: str | None = None,
+        on_finish: Callable[[WebSocket], None] | None = None,
+    ) -> None:
+        self.conn = conn
+        self.handler = handler
+        self.options = options
+        self.request = request
+        self.subprotocol = subprotocol
+        self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_finish = on_finish
+        self._corked = False
+        self._busy = False  # an async callback is running: events wait in the backlog
+        self._paused = False  # the handler asked to stop reading
+        self._backlog: deque[Any] | None = None
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] | None = None
+        self._closed_waiter: asyncio.Future[CloseReason] | None = None
+        self._closing_kind: CloseKind | None = None
+        self._error: BaseException | None = None
+        self._finished: CloseReason | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._last_recv = 0.0
+        self._ping_sent_at = 0.0
+
+    # -- starting ------------------------------------------------------------------------------
+
+    def start(self, transport: asyncio.Transport, initial: bytes = b"") -> None:
+        """Take over ``transport`` after a handshake; ``initial`` are bytes already read."""
+        self.transport = transport
+        self._loop = loop = asyncio.get_running_loop()
+        transport.set_protocol(self)
+        self._last_recv = loop.time()
+        self._arm_idle()
+        self._arm_keepalive()
+        self._corked = True
+        try:
+            self._dispatch(self.handler.on_open, self)
+            if initial:
+                self._receive(initial)
+        finally:
+            self._corked = False
+        self._flush()
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self._last_recv = self._loop.time()  # type: ignore[union-attr]
+        self._corked = True
+        try:
+            self._receive(data)
+        finally:
+            self._corked = False
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        self.conn.receive_eof()
+        return False  # let the transport close itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.receive_eof()
+        self._finish()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiters = self._drain_waiters
+        if waiters:
+            self._drain_waiters = None
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    # -- receiving ---------------------------------------------------------------------------------
+
+    def _receive(self, data: bytes) -> None:
+        events = self.conn.receive_data(data)
+        if not events:
+            return
+        if self._busy or self._paused or self._backlog:
+            self._defer(events)
+            return
+        for i, event in enumerate(events):
+            self._handle_event(event)
+            if self._busy or self._paused:
+                self._defer(events[i + 1 :])
+                return
+
+    def _defer(self, items: Iterable[Any]) -> None:
+        if self._backlog is None:
+            self._backlog = deque()
+        self._backlog.extend(items)
+
+    def _drain_backlog(self) -> None:
+        backlog = self._backlog
+        self._corked = True
+        try:
+            while backlog and not self._busy and not self._paused:
+                self._handle_event(backlog.popleft())
+        finally:
+            self._corked = False
+        if backlog is not None and not backlog:
+            self._backlog = None
+        self._flush()
+
+    def _handle_event(self, event: Any) -> None:
+        handler = self.handler
+        kind = type(event)
+        if kind is ev.Message:
+            self._dispatch(handler.on_message, self, event.data)
+        elif kind is ev.Fragment:
+            self._dispatch(handler.on_fragment, self, event.data, event.last)
+        elif kind is _Info:
+            if self._finished is None:
+                self._dispatch(handler.on_info, self, event.info)
+        elif kind is ev.Ping:
+            self._dispatch(handler.on_ping, self, event.payload)
+        elif kind is ev.Pong:
+            self._ping_sent_at = 0.0
+            self._dispatch(handler.on_pong, self, event.payload)
+        elif kind is ev.CloseReceived:
+            if self._closing_kind is None:
+                self._closing_kind = CloseKind.REMOTE
+        elif kind is ev.Failed:
+            if self._closing_kind is None:
+                self._closing_kind = CloseKind.PROTOCOL_ERROR
+                self._error = self.conn.failure
+            if self.conn.failure is not None and not isinstance(self.conn.failure, PayloadTooBig):
+                logger.debug("connection failed: %s", event.reason)
+
+    def _dispatch(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Call a handler callback and apply what it returns; a raise closes with 1011."""
+        try:
+            result = callback(*args)
+        except Exception as exc:
+            self._crash(exc)
+            return
+        if result is None:
+            return
+        if inspect.isawaitable(result):
+            self._busy = True
+            self._loop.create_task(self._await_callback(result))  # type: ignore[union-attr]
+            return
+        self._apply(result)
+
+    async def _await_callback(self, awaitable: Awaitable[Any]) -> None:
+        try:
+            result = await awaitable
+        except Exception as exc:
+            self._busy = False
+            self._crash(exc)
+            self._flush()
+            return
+        self._busy = False
+        if result is not None:
+            self._apply(result)
+        if self._backlog:
+            self._drain_backlog()
+        else:
+            self._flush()
+
+    def _crash(self, exc: BaseException) -> None:
+        logger.error("WebSocket handler %s crashed", type(self.handler).__name__, exc_info=exc)
+        if self._closing_kind is None:
+            self._closing_kind = CloseKind.CRASH
+            self._error = exc
+        # 1011 with no exception text on the wire.
+        self.conn.send_close(CloseCode.INTERNAL_ERROR, "")
+
+    def _apply(self, result: Any) -> None:
+        commands: Iterable[Any] = (result,) if type(result) in _COMMANDS else result
+        for cmd in commands:
+            kind = type(cmd)
+            if kind is Text or kind is Binary:
+                self.send(cmd.data)
+            elif kind is Fragment:
+                self.send_fragment(cmd.data, cmd.last)
+            elif kind is Close:
+                self.close(cmd.code, cmd.reason)
+            elif kind is Ping:
+                self.ping(cmd.payload)
+            elif kind is Pong:
+                self.pong(cmd.payload)
+            elif kind is Pause:
+                self.pause_reading()
+            elif kind is Resume:
+                self.resume_reading()
+            elif kind is SetOptions:
+                self.set_options(**cmd.changes)
+            else:
+                raise TypeError(f"not a corral command: {cmd!r}")
+
+    # -- the handler's API -------------------------------------------------------------------------
+
+    @property
+    def open(self) -> bool:
+        """True while messages can be sent."""
+        return self.conn.state is State.OPEN and self.conn.close_sent is None
+
+    @property
+    def remote_address(self) -> Any:
+        return self.transport.get_extra_info("peername") if self.transport else None
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes written but not yet taken by the kernel."""
+        return self.transport.get_write_buffer_size() if self.transport else 0
+
+    def send(self, message: str | bytes) -> bool:
+        """Send a message (text for ``str``). Returns False, sending nothing, once closing."""
+        if not self.open:
+            return False
+        self.conn.send_message(message)
+        if not self._corked:
+            self._flush()
+        return True
+
+    def send_fragment(self, data: str | bytes, last: bool = False) -> bool:
+        """Send one fragment of a message; the first fragment's type is the message's."""
+        if not self.open:
+            return False
+        self.conn.send_fragment(data, last)
+        if not self._corked:
+            self._flush()
+        return True
+
+    def ping(self, payload: bytes = b"") -> bool:
+        if not self.open:
+            return False
+        self.conn.send_ping(payload)
+        if not self._corked:
+            self._flush()
+        return True
+
+    def pong(self, payload: bytes = b"") -> bool:
+        if not self.open:
+            return False
+        self.conn.send_pong(payload)
+        if not self._corked:
+            self._flush()
+        return True
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake; the peer's answer completes it (or the close timeout)."""
+        if self._closing_kind is None:
+            self._closing_kind = CloseKind.NORMAL
+        self.conn.send_close(code, reason)
+        if not self._corked:
+            self._flush()
+
+    def pause_reading(self) -> None:
+        """Stop reading from the socket until ``resume_reading`` (backpressure on the peer)."""
+        if not self._paused:
+            self._paused = True
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._paused:
+            self._paused = False
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+            if self._backlog and not self._busy:
+                self._loop.call_soon(self._drain_backlog)  # type: ignore[union-attr]
+
+    def set_options(self, **changes: Any) -> None:
+        """Change run-time options (idle_timeout, max_message_size, max_frame_size,
+        ping_interval, ping_timeout) for this connection."""
+        check_runtime_changes(changes)
+        self.options = self.options.replace(**changes)
+        self.conn.max_message_size = self.options.max_message_size
+        self.conn.max_frame_size = self.options.frame_limit
+        if "idle_timeout" in changes:
+            self._arm_idle()
+        if "ping_interval" in changes:
+            self._arm_keepalive()
+
+    def post(self, info: Any) -> None:
+        """Deliver ``info`` to the handler's ``on_info`` soon, in order with messages."""
+        if self._finished is None and self._loop is not None:
+            self._loop.call_soon(self._deliver_info, info)
+
+    def post_threadsafe(self, info: Any) -> None:
+        """``post`` from another thread."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._deliver_info, info)
+
+    def _deliver_info(self, info: Any) -> None:
+        if self._finished is not None:
+            return
+        if self._busy or self._paused or self._backlog:
+            self._defer((_Info(info),))
+            return
+        self._corked = True
+        try:
+            self._handle_event(_Info(info))
+        finally:
+            self._corked = False
+        self._flush()
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is below its high-water mark."""
+        if not self._write_paused or self._finished is not None:
+            return
+        fut = self._loop.create_future()  # type: ignore[union-attr]
+        if self._drain_waiters is None:
+            self._drain_waiters = []
+        self._drain_waiters.append(fut)
+        await fut
+
+    async def wait_closed(self) -> CloseReason:
+        """Wait until the connection has ended; return why."""
+        if self._finished is not None:
+            return self._finished
+        if self._closed_waiter is None:
+            self._closed_waiter = self._loop.create_future()  # type: ignore[union-attr]
+        return await asyncio.shield(self._closed_waiter)
+
+    @property
+    def close_reason(self) -> CloseReason | None:
+        """Why the connection ended, once it has."""
+        return self._finished
+
+    # -- writing and closing -------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        conn = self.conn
+        transport = self.transport
+        if transport is None:
+            return
+        data = conn.data_to_send()
+        if data and not transport.is_closing():
+            transport.write(data[0] if len(data) == 1 else b"".join(data))
+        if conn.close_sent is not None or conn.state is State.CLOSED:
+            self._after_close_step()
+
+    def _after_close_step(self) -> None:
+        """Decide how the TCP connection ends once close frames are in flight (7.1.1)."""
+        conn = self.conn
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if conn.state is State.CLOSED:
+            if conn.side is Side.SERVER or conn.failure is not None:
+                # The server closes TCP first; a failed connection is closed at once.
+                transport.close()
+            else:
+                # The client waits for the server to close TCP, within the close timeout.
+                self._start_close_timer()
+        else:
+            self._start_close_timer()
+
+    def _start_close_timer(self) -> None:
+        if self._close_timer is None and self._loop is not None:
+            self._close_timer = self._loop.call_later(self.options.close_timeout,
+                                                      self._close_timeout)
+
+    def _close_timeout(self) -> None:
+        self._close_timer = None
+        if self.conn.state is not State.CLOSED and self._closing_kind in (None, CloseKind.NORMAL):
+            self._closing_kind = CloseKind.TIMEOUT
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _arm_idle(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        timeout = self.options.idle_timeout
+        if timeout is not None and self._loop is not None and self._finished is None:
+            self._idle_timer = self._loop.call_at(self._last_recv + timeout, self._idle_check)
+
+    def _idle_check(self) -> None:
+        """Timers are re-armed lazily: a read only stamps the time, the timer checks it."""
+        self._idle_timer = None
+        timeout = self.options.idle_timeout
+        if timeout is None or self._finished is not None:
+            return
+        deadline = self._last_recv + timeout
+        if self._loop.time() < deadline:  # type: ignore[union-attr]
+            self._idle_timer = self._loop.call_at(deadline, self._idle_check)  # type: ignore[union-attr]
+            return
+        if self.open:
+            self._closing_kind = CloseKind.TIMEOUT
+            self.close(CloseCode.GOING_AWAY, "idle timeout")
+
+    def _arm_keepalive(self) -> None:
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
+        interval = self.options.ping_interval
+        if interval is not None and self._loop is not None and self._finished is None:
+            self._keepalive_timer = self._loop.call_later(interval, self._keepalive)
+
+    def _keepalive(self) -> None:
+        self._keepalive_timer = None
+        if self._finished is not None or not self.open:
+            return
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        timeout = self.options.ping_timeout
+        if self._ping_sent_at and timeout is not None:
+            if self._last_recv < self._ping_sent_at and now - self._ping_sent_at >= timeout:
+                # Nothing at all from the peer since the ping: it is gone.
+                self._closing_kind = CloseKind.TIMEOUT
+                self.conn.failure = None
+                self._error = TimeoutError("keepalive ping timeout")
+                if self.transport is not None:
+                    self.transport.abort()
+                return
+        if not self._ping_sent_at or self._last_recv >= self._ping_sent_at:
+            self._ping_sent_at = now
+            self.ping(b"")
+        interval = self.options.ping_interval
+        if interval is not None:
+            delay = interval
+            if timeout is not None and self._ping_sent_at:
+                delay = min(interval, max(0.0, self._ping_sent_at + timeout - now))
+            self._keepalive_timer = loop.call_later(delay or interval, self._keepalive)
+
+    def _finish(self) -> None:
+        """The transport is gone: stop timers, tell the handler once, wake waiters."""
+        if self._finished is not None:
+            return
+        for timer in (self._idle_timer, self._close_timer, self._keepalive_timer):
+            if timer is not None:
+                timer.cancel()
+        self._idle_timer = self._close_timer = self._keepalive_timer = None
+        reason = self._close_reason()
+        self._finished = reason
+        self._backlog = None
+        try:
+            self.handler.on_close(self, reason)
+        except Exception:
+            logger.exception("on_close of %s raised", type(self.handler).__name__)
+        if self._closed_waiter is not None and not self._closed_waiter.done():
+            self._closed_waiter.set_result(reason)
+        if self._drain_waiters:
+            for fut in self._drain_waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            self._drain_waiters = None
+        if self._on_finish is not None:
+            self._on_finish(self)
+
+    def _close_reason(self) -> CloseReason:
+        conn = self.conn
+        kind = self._closing_kind
+        received = conn.close_received
+        if kind is CloseKind.PROTOCOL_ERROR and conn.failure is not None:
+            return CloseReason(kind, conn.failure.close_code, str(conn.failure), conn.failure)
+        if kind is CloseKind.CRASH:
+            return CloseReason(kind, CloseCode.INTERNAL_ERROR, "", self._error)
+        if kind is CloseKind.TIMEOUT:
+            code = received[0] if received else CloseCode.ABNORMAL
+            return CloseReason(kind, code, received[1] if received else "", self._error)
+        if received is None:
+            if kind is CloseKind.SHUTDOWN:
+                return CloseReason(kind, CloseCode.ABNORMAL)
+            return CloseReason(CloseKind.LOST, CloseCode.ABNORMAL)
+        if kind is None:
+            kind = CloseKind.REMOTE
+        return CloseReason(kind, received[0], received[1])
+
+    def shutdown(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:
+        """Close because the server is stopping (1001)."""
+        if self._closing_kind is None:
+            self._closing_kind = CloseKind.SHUTDOWN
+        self.conn.send_close(code, reason)
+        self._flush()
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once, without a close handshake."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    def __repr__(self) -> str:
+        return f"<WebSocket {self.conn.side.value} {self.remote_address} {self.conn.state.name}>"
