@@ -16,6 +16,7 @@ from typing import Any
 
 from .exceptions import ConnectionClosed, ConnectionClosedOK, closed_error
 from .handler import Accept, CloseReason, Handler
+from .protocol.frames import CloseCode
 from .request import Request
 from .websocket import WebSocket
 
@@ -47,6 +48,7 @@ class AsyncWebSocket(Handler):
 
     def on_message(self, ws: WebSocket, message: str | bytes) -> None:
         self._messages.append(message)
+        ws._hold_for_app = True  # a close owed to the peer waits for our answer
         if len(self._messages) >= self._max_queue:
             ws.pause_reading()
         self._wake()
@@ -80,7 +82,14 @@ class AsyncWebSocket(Handler):
     def _closed_exc(self) -> ConnectionClosed:
         reason = self._closed
         if reason is None:
-            return closed_error(1006)
+            # Closing, not closed yet: report the close frames so far, as recv() will later.
+            if self.ws is None:
+                return closed_error(1006)
+            conn = self.ws.conn
+            if conn.failure is not None:
+                return closed_error(conn.failure.close_code)
+            code, text = conn.close_received or conn.close_sent or (1006, "")
+            return closed_error(code, text)
         return closed_error(reason.code, reason.reason)
 
     # -- the API -----------------------------------------------------------------------------
@@ -112,6 +121,8 @@ class AsyncWebSocket(Handler):
     async def recv(self) -> str | bytes:
         """The next message; raises ConnectionClosed once the connection is over."""
         while not self._messages:
+            if self.ws is not None:
+                self.ws.app_caught_up()
             if self._closed is not None:
                 raise self._closed_exc()
             self._waiter = asyncio.get_running_loop().create_future()
@@ -136,7 +147,7 @@ class AsyncWebSocket(Handler):
         """Send a message and wait while the write buffer is over its limit."""
         ws = self.ws
         if ws is None or not ws.send(message):
-            raise self._closed_exc() if self._closed else closed_error(1006)
+            raise self._closed_exc()
         await ws.drain()
 
     async def send_fragments(self, fragments: Any) -> None:
@@ -145,21 +156,32 @@ class AsyncWebSocket(Handler):
         if ws is None:
             raise closed_error(1006)
         previous: str | bytes | None = None
-        if hasattr(fragments, "__aiter__"):
-            async for piece in fragments:
-                if previous is not None:
-                    self._send_fragment(ws, previous, False)
-                    await ws.drain()
-                previous = piece
-        else:
-            for piece in fragments:
-                if previous is not None:
-                    self._send_fragment(ws, previous, False)
-                    await ws.drain()
-                previous = piece
-        if previous is None:
-            raise ValueError("a message needs at least one fragment")
-        self._send_fragment(ws, previous, True)
+        started = False
+        try:
+            if hasattr(fragments, "__aiter__"):
+                async for piece in fragments:
+                    if previous is not None:
+                        self._send_fragment(ws, previous, False)
+                        started = True
+                        await ws.drain()
+                    previous = piece
+            else:
+                for piece in fragments:
+                    if previous is not None:
+                        self._send_fragment(ws, previous, False)
+                        started = True
+                        await ws.drain()
+                    previous = piece
+            if previous is None:
+                raise ValueError("a message needs at least one fragment")
+            self._send_fragment(ws, previous, True)
+        except BaseException:
+            # A message cut short (the iterable raised, str mixed with bytes, cancellation)
+            # can neither be finished nor followed by another one: close (1011) rather than
+            # leave a connection that can no longer send.
+            if started and ws.open:
+                ws.close(CloseCode.INTERNAL_ERROR, "")
+            raise
         await ws.drain()
 
     def _send_fragment(self, ws: WebSocket, data: str | bytes, last: bool) -> None:
@@ -222,5 +244,9 @@ class CoroutineHandler(AsyncWebSocket):
             else:
                 logger.error("WebSocket coroutine %r crashed", self._app, exc_info=exc)
             return
-        if ws.open:
+        finally:
+            ws._hold_for_app = False
+        if ws.conn.close_owed:
+            ws.app_caught_up()  # the peer closed first: echo its close
+        elif ws.open:
             ws.close(1000, "")

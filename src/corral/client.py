@@ -32,7 +32,7 @@ def parse_url(url: str) -> tuple[bool, str, int, str, str]:
         raise InvalidURI(f"{url!r} is not a valid URL: {exc}") from None
     if parts.scheme not in ("ws", "wss"):
         raise InvalidURI(f"{url!r} is not a ws:// or wss:// URL")
-    if parts.fragment:
+    if parts.fragment or "#" in url:  # an empty fragment ("ws://h/#") is one too
         raise InvalidURI("a WebSocket URL cannot have a fragment (RFC 6455 3)")
     if not parts.hostname:
         raise InvalidURI(f"{url!r} has no host")
@@ -120,7 +120,7 @@ class _ClientHandshake(asyncio.Protocol):
             self.transport.close()
 
 
-class connect:  # noqa: N801 - used like a function: `await connect(...)` / `async with`
+class connect:
     """Open a WebSocket connection.
 
     Without ``handler``: ``ws = await connect(url)`` (or ``async with connect(url) as ws``)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Union
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .options import Options
 from .request import Request, Response
@@ -121,9 +121,9 @@ class SetOptions(NamedTuple):
     changes: dict[str, Any]
 
 
-Command = Union[Text, Binary, Fragment, Ping, Pong, Close, Pause, Resume, SetOptions]
-Commands = Union[None, Command, Iterable[Command]]
-MaybeAsync = Union[Commands, Awaitable[Commands]]
+Command = Text | Binary | Fragment | Ping | Pong | Close | Pause | Resume | SetOptions
+Commands = None | Command | Iterable[Command]
+MaybeAsync = Commands | Awaitable[Commands]
 
 
 # -- closing -----------------------------------------------------------------------------------

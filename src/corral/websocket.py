@@ -40,6 +40,10 @@ __all__ = ["WebSocket"]
 
 logger = logging.getLogger("corral")
 
+# How long a close owed to the peer may wait for the application to answer the messages that
+# came before it (seconds).
+ANSWER_GRACE = 1.0
+
 
 class _Info(NamedTuple):
     info: Any
@@ -65,6 +69,8 @@ class WebSocket(asyncio.Protocol):
         "_drain_waiters",
         "_error",
         "_finished",
+        "_grace_timer",
+        "_hold_for_app",
         "_idle_timer",
         "_keepalive_timer",
         "_last_recv",
@@ -101,6 +107,9 @@ class WebSocket(asyncio.Protocol):
         self._on_finish = on_finish
         self._corked = False
         self._busy = False  # an async callback is running: events wait in the backlog
+        # The application (the async-for style) has messages it has not answered yet.
+        self._hold_for_app = False
+        self._grace_timer: asyncio.TimerHandle | None = None
         self._paused = False  # the handler asked to stop reading
         self._backlog: deque[Any] | None = None
         self._write_paused = False
@@ -224,6 +233,8 @@ class WebSocket(asyncio.Protocol):
 
     def _dispatch(self, callback: Callable[..., Any], *args: Any) -> None:
         """Call a handler callback and apply what it returns; a raise closes with 1011."""
+        if self._closing_kind is CloseKind.CRASH:
+            return  # a handler that raised is not called again, except on_close
         try:
             result = callback(*args)
         except Exception as exc:
@@ -235,7 +246,10 @@ class WebSocket(asyncio.Protocol):
             self._busy = True
             self._loop.create_task(self._await_callback(result))  # type: ignore[union-attr]
             return
-        self._apply(result)
+        try:
+            self._apply(result)
+        except Exception as exc:  # a bad command (or its arguments) is the callback's error
+            self._crash(exc)
 
     async def _await_callback(self, awaitable: Awaitable[Any]) -> None:
         try:
@@ -247,7 +261,12 @@ class WebSocket(asyncio.Protocol):
             return
         self._busy = False
         if result is not None:
-            self._apply(result)
+            try:
+                self._apply(result)
+            except Exception as exc:  # as in _dispatch: crash instead of a lost task error
+                self._crash(exc)
+                self._flush()
+                return
         if self._backlog:
             self._drain_backlog()
         else:
@@ -382,7 +401,9 @@ class WebSocket(asyncio.Protocol):
     def _deliver_info(self, info: Any) -> None:
         if self._finished is not None:
             return
-        if self._busy or self._paused or self._backlog:
+        # Pause stops reading the socket only (Cowboy's {active, false}): posted information
+        # still arrives, so on_info can answer with Resume.
+        if self._busy or (self._backlog and not self._paused):
             self._defer((_Info(info),))
             return
         self._corked = True
@@ -422,11 +443,38 @@ class WebSocket(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        data = conn.data_to_send()
+        # A close owed to the peer waits while the handler still answers earlier events,
+        # for ANSWER_GRACE at most: the peer's close must be answered even if they never are.
+        hold = self._busy or self._hold_for_app or (bool(self._backlog) and not self._paused)
+        if hold and conn.close_owed and self._grace_timer is None and self._loop is not None:
+            self._grace_timer = self._loop.call_later(ANSWER_GRACE, self._grace_over)
+        data = conn.data_to_send(hold_close=hold)
         if data and not transport.is_closing():
             transport.write(data[0] if len(data) == 1 else b"".join(data))
         if conn.close_sent is not None or conn.state is State.CLOSED:
             self._after_close_step()
+
+    def _grace_over(self) -> None:
+        self._grace_timer = None
+        self._send_held_close()
+
+    def _send_held_close(self) -> None:
+        """Send a held close now, whatever the application is still doing."""
+        self._hold_for_app = False
+        transport = self.transport
+        if transport is None or not self.conn.close_owed:
+            return
+        data = self.conn.data_to_send()
+        if data and not transport.is_closing():
+            transport.write(b"".join(data))
+        self._after_close_step()
+
+    def app_caught_up(self) -> None:
+        """The application has answered every message it was given (async-for style):
+        a close owed to the peer may go out now."""
+        self._hold_for_app = False
+        if self.conn.close_owed and not self._busy:
+            self._flush()
 
     def _after_close_step(self) -> None:
         """Decide how the TCP connection ends once close frames are in flight (7.1.1)."""
@@ -494,15 +542,14 @@ class WebSocket(asyncio.Protocol):
         assert loop is not None
         now = loop.time()
         timeout = self.options.ping_timeout
-        if self._ping_sent_at and timeout is not None:
-            if self._last_recv < self._ping_sent_at and now - self._ping_sent_at >= timeout:
-                # Nothing at all from the peer since the ping: it is gone.
-                self._closing_kind = CloseKind.TIMEOUT
-                self.conn.failure = None
-                self._error = TimeoutError("keepalive ping timeout")
-                if self.transport is not None:
-                    self.transport.abort()
-                return
+        if (self._ping_sent_at and timeout is not None and self._last_recv < self._ping_sent_at
+                and now - self._ping_sent_at >= timeout):
+            # Nothing at all from the peer since the ping: it is gone.
+            self._closing_kind = CloseKind.TIMEOUT
+            self._error = TimeoutError("keepalive ping timeout")
+            if self.transport is not None:
+                self.transport.abort()
+            return
         if not self._ping_sent_at or self._last_recv >= self._ping_sent_at:
             self._ping_sent_at = now
             self.ping(b"")
@@ -517,10 +564,11 @@ class WebSocket(asyncio.Protocol):
         """The transport is gone: stop timers, tell the handler once, wake waiters."""
         if self._finished is not None:
             return
-        for timer in (self._idle_timer, self._close_timer, self._keepalive_timer):
+        for timer in (self._idle_timer, self._close_timer, self._keepalive_timer,
+                      self._grace_timer):
             if timer is not None:
                 timer.cancel()
-        self._idle_timer = self._close_timer = self._keepalive_timer = None
+        self._idle_timer = self._close_timer = self._keepalive_timer = self._grace_timer = None
         reason = self._close_reason()
         self._finished = reason
         self._backlog = None
@@ -542,6 +590,8 @@ class WebSocket(asyncio.Protocol):
         conn = self.conn
         kind = self._closing_kind
         received = conn.close_received
+        if kind is None and conn.failure is not None:
+            kind = CloseKind.PROTOCOL_ERROR  # its Failed event was still in the backlog
         if kind is CloseKind.PROTOCOL_ERROR and conn.failure is not None:
             return CloseReason(kind, conn.failure.close_code, str(conn.failure), conn.failure)
         if kind is CloseKind.CRASH:

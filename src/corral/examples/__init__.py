@@ -1,1 +1,2 @@
-"""Runnable examples: ``python -m corral.examples.echo``, ``python -m corral.examples.fuzzclient``."""
+"""Runnable examples: ``python -m corral.examples.echo`` and
+``python -m corral.examples.fuzzclient``."""

@@ -52,6 +52,7 @@ class Connection:
         "_msg_size",
         "_out",
         "_out_opcode",
+        "_owed_close",
         "_reader",
         "close_received",
         "close_sent",
@@ -92,6 +93,11 @@ class Connection:
         self._msg_size = 0
         self._decoder: Utf8Decoder | None = None
         self._out_opcode = -1  # opcode of a fragmented message being sent
+        # A close frame this side owes the peer (an echo, or a failure's code). It goes out at
+        # the next data_to_send(), after whatever the application queued in answer to the
+        # events of the same data: messages before a bad frame still get their replies
+        # (Autobahn 3.2, 5.15, 7.1.6).
+        self._owed_close: int | None = None
         self.close_received: tuple[int, str] | None = None
         self.close_sent: tuple[int, str] | None = None
         self.failure: ProtocolError | None = None
@@ -110,8 +116,8 @@ class Connection:
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed bytes from the network; return the events they complete."""
-        if self.state is State.CLOSED or self.close_received is not None:
-            return []  # 5.5.1: after a close frame, nothing more is processed
+        if self.state is State.CLOSED or self.close_received is not None or self.failure:
+            return []  # 5.5.1: nothing is processed after a close frame, 7.1.7: or a failure
         reader = self._reader
         events: list[Event] = []
         try:
@@ -202,8 +208,9 @@ class Connection:
     def _control(self, opcode: int, payload: bytes, events: list[Event]) -> None:
         if opcode == Opcode.PING:
             # 5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in
-            # response, unless it already received a Close frame."
-            if self.close_sent is None:
+            # response, unless it already received a Close frame." Having sent one is no
+            # excuse: a pong is a control frame, still allowed after our close (5.5.1).
+            if self.close_received is None:
                 self._queue(Opcode.PONG, payload)
             events.append(Ping(payload))
         elif opcode == Opcode.PONG:
@@ -211,23 +218,35 @@ class Connection:
         else:
             code, reason = parse_close(payload)
             self.close_received = (code, reason)
-            if self.close_sent is None:
-                # 5.5.1: reply with a close frame, typically echoing the status code.
-                echo = code if code != CloseCode.NO_STATUS else None
-                self._queue(Opcode.CLOSE, serialize_close(echo, ""))
-                self.close_sent = (code, "")
-            self.state = State.CLOSED
             events.append(CloseReceived(code, reason))
+            if self.close_sent is None:
+                # 5.5.1: "the endpoint MUST send a Close frame in response", typically
+                # echoing the status code received.
+                self._owed_close = code
+            else:
+                self.state = State.CLOSED
 
     def _fail(self, exc: ProtocolError, events: list[Event]) -> None:
-        """7.1.7 _Fail the WebSocket Connection_: send a close frame with the error's code."""
+        """7.1.7 _Fail the WebSocket Connection_: send a close frame with the error's code.
+
+        Messages completed before the error in the same data are valid and may still be
+        answered (Autobahn 3.2, 4.1.3, 5.15): the close then waits for ``data_to_send``.
+        """
         self.failure = exc
-        code = exc.close_code
-        if self.close_sent is None and self.state is State.OPEN:
-            self._queue(Opcode.CLOSE, serialize_close(code, ""))
+        events.append(Failed(exc.close_code, str(exc)))
+        if self.close_sent is None:
+            self._owed_close = exc.close_code
+        else:
+            self.state = State.CLOSED
+
+    def _settle_close(self) -> None:
+        code = self._owed_close
+        self._owed_close = None
+        if code is not None and self.close_sent is None:
+            echo = None if code == CloseCode.NO_STATUS else code
+            self._queue(Opcode.CLOSE, serialize_close(echo, ""))
             self.close_sent = (code, "")
         self.state = State.CLOSED
-        events.append(Failed(code, str(exc)))
 
     def receive_eof(self) -> None:
         """The peer closed TCP. Without a close handshake that is an abnormal closure."""
@@ -290,15 +309,22 @@ class Connection:
         self._queue(Opcode.PONG, bytes(payload))
 
     def send_close(self, code: int | None = CloseCode.NORMAL, reason: str = "") -> None:
-        """Start the closing handshake (section 7.1.2). A no-op if a close was already sent."""
-        if self.close_sent is not None or self.state is State.CLOSED:
+        """Start the closing handshake (section 7.1.2), or answer the peer's close with this
+        code. A no-op once a close was sent, or when the connection failed (its close code
+        must win)."""
+        if self.close_sent is not None or self.state is State.CLOSED or self.failure:
             return
         self._queue(Opcode.CLOSE, serialize_close(code, reason))
         self.close_sent = (code if code is not None else CloseCode.NO_STATUS, reason)
-        self.state = State.CLOSING
+        self._owed_close = None
+        self.state = State.CLOSED if self.close_received is not None else State.CLOSING
 
-    def data_to_send(self) -> list[bytes]:
-        """Frames queued since the last call, in order."""
+    def data_to_send(self, *, hold_close: bool = False) -> list[bytes]:
+        """Frames queued since the last call, in order, ending with a close frame owed to the
+        peer. ``hold_close`` keeps that close back while the application is still answering
+        the events that came before it."""
+        if self._owed_close is not None and not hold_close:
+            self._settle_close()
         out = self._out
         if out:
             self._out = []
@@ -306,7 +332,12 @@ class Connection:
 
     @property
     def has_data_to_send(self) -> bool:
-        return bool(self._out)
+        return bool(self._out) or self._owed_close is not None
+
+    @property
+    def close_owed(self) -> bool:
+        """A close frame waits for ``data_to_send`` (see ``_owed_close``)."""
+        return self._owed_close is not None
 
     # -- closing -----------------------------------------------------------------------------
 

@@ -341,22 +341,16 @@ def _origin(request: HTTPRequest, version: int) -> str | None:
     return None
 
 
-def _offered_subprotocols(request: HTTPRequest) -> tuple[str, ...]:
+def _offered(
+    request: HTTPRequest, name: str, parse: Callable[[Sequence[str]], list[_T]]
+) -> tuple[_T, ...]:
     # 4.2.1: "Optionally, a |Sec-WebSocket-Protocol| header field, with a list of values
-    # indicating which protocols the client would like to speak."
+    # indicating which protocols the client would like to speak", and likewise for
+    # |Sec-WebSocket-Extensions|; a list that does not parse is a bad request.
     try:
-        return tuple(parse_token_list(request.headers.get_all("Sec-WebSocket-Protocol")))
+        return tuple(parse(request.headers.get_all(name)))
     except ValueError:
-        raise InvalidRequest("malformed Sec-WebSocket-Protocol header", status=400) from None
-
-
-def _offered_extensions(request: HTTPRequest) -> tuple[ExtensionOffer, ...]:
-    # 4.2.1: "Optionally, a |Sec-WebSocket-Extensions| header field, with a list of values
-    # indicating which extensions the client would like to speak."
-    try:
-        return tuple(parse_extension_header(request.headers.get_all("Sec-WebSocket-Extensions")))
-    except ValueError:
-        raise InvalidRequest("malformed Sec-WebSocket-Extensions header", status=400) from None
+        raise InvalidRequest(f"malformed {name} header", status=400) from None
 
 
 def check_request(request: HTTPRequest) -> UpgradeInfo:
@@ -380,8 +374,8 @@ def check_request(request: HTTPRequest) -> UpgradeInfo:
         version=version,
         host=host,
         origin=_origin(request, version),
-        subprotocols=_offered_subprotocols(request),
-        extensions=_offered_extensions(request),
+        subprotocols=_offered(request, "Sec-WebSocket-Protocol", parse_token_list),
+        extensions=_offered(request, "Sec-WebSocket-Extensions", parse_extension_header),
     )
 
 

@@ -38,31 +38,36 @@ _MAX_REASON = 80
 class Headers:
     """Ordered, case-insensitive multi-map of header fields that keeps the original case.
 
-    Lookups are linear: a message has at most a hundred or so fields, and keeping one list
-    preserves order and duplicates (which the handshake rules must see).
+    Lookups are linear over a list kept beside the pairs with the lowercased names: a message
+    has at most a hundred or so fields, and a list preserves order and duplicates (which the
+    handshake rules must see).
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_keys")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = list(items)
+        self._keys = [name.lower() for name, _ in self._items]
 
     def add(self, name: str, value: str) -> None:
         """Append a field; earlier fields of the same name are kept."""
         self._items.append((name, value))
+        self._keys.append(name.lower())
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
         key = name.lower()
-        for field, value in self._items:
-            if field.lower() == key:
-                return value
+        for index, field in enumerate(self._keys):
+            if field == key:
+                return self._items[index][1]
         return default
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in order (several fields may carry one list)."""
         key = name.lower()
-        return [value for field, value in self._items if field.lower() == key]
+        return [
+            item[1] for field, item in zip(self._keys, self._items, strict=True) if field == key
+        ]
 
     def items(self) -> list[tuple[str, str]]:
         """A copy of the (name, value) pairs, in order."""
@@ -71,8 +76,7 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = name.lower()
-        return any(field.lower() == key for field, _ in self._items)
+        return name.lower() in self._keys
 
     def __len__(self) -> int:
         return len(self._items)
@@ -128,7 +132,8 @@ class _BoundedParser:
     """The feeding loop shared by both parsers: line-by-line heads, bounded bodies.
 
     Subclasses create ``self._parser`` with ``self`` as the httptools protocol object and
-    implement ``_error`` (how a limit or parse failure is reported) and ``_finish``.
+    say how a failure is reported (``_error``, ``_parse_failed``) and how long a head line
+    may be (``_line_limit``).
     """
 
     _parser: httptools.HttpRequestParser | httptools.HttpResponseParser
@@ -153,7 +158,6 @@ class _BoundedParser:
         self._header_bytes = 0
         self._body = bytearray()
         self._chunked = False
-        self._content_length: int | None = None
 
     # -- subclass hooks -------------------------------------------------------------------
 
@@ -189,10 +193,9 @@ class _BoundedParser:
         length = self._headers.get("Content-Length")
         if length is not None and not coding and length.strip().isdigit():
             # llhttp has already rejected duplicate or malformed lengths.
-            self._content_length = int(length.strip())
-            if self._content_length > self.max_body:
+            self._body_remaining = int(length.strip())
+            if self._body_remaining > self.max_body:
                 self._fail(self._error("body too large", 413))
-            self._body_remaining = self._content_length
 
     def on_body(self, body: bytes) -> None:
         if len(self._body) + len(body) > self.max_body:
@@ -467,8 +470,10 @@ class ResponseParser(_BoundedParser):
         return self._dead
 
     def _error(self, reason: str, status: int) -> HandshakeError:
-        # ``status`` is the limit's HTTP status for requests; a response reports its own.
-        return InvalidResponse(reason, status=self._parser.get_status_code())
+        # ``status`` is the limit's HTTP status for requests; a response reports its own,
+        # once its status line is complete (llhttp shows the digits read so far before).
+        known = self._start_line_done or self._headers_done
+        return InvalidResponse(reason, status=self._parser.get_status_code() if known else 0)
 
     def _parse_failed(self, exc: httptools.HttpParserError) -> HandshakeError:
         return self._error(f"malformed HTTP response: {_short(str(exc))}", 0)

@@ -148,7 +148,9 @@ class FrameReader:
                 raise ProtocolError("64-bit payload length with the high bit set")
         if bool(masked) != self.require_mask:
             # 5.1: a server MUST close on an unmasked client frame; a client on a masked one.
-            raise ProtocolError("unmasked client frame" if self.require_mask else "masked server frame")
+            raise ProtocolError(
+                "unmasked client frame" if self.require_mask else "masked server frame"
+            )
         if self.max_frame_size is not None and length > self.max_frame_size:
             raise PayloadTooBig(length, self.max_frame_size)
         self._mask = bytes(buf[i : i + 4]) if masked else None

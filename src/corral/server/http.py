@@ -118,7 +118,9 @@ class HttpProtocol(asyncio.Protocol):
         self._pending.clear()
 
     def _respond(self, request: HTTPRequest, response: Response) -> None:
-        keep_alive = request.keep_alive and not self.server.closing
+        # After an upgrade request the parser has stopped (what follows may be frames): an
+        # answer other than 101 must end the connection, or it would hang unparsed.
+        keep_alive = request.keep_alive and not request.upgrade and not self.server.closing
         data = build_http_response(response.status, body=response.body,
                                    headers=response.headers,
                                    content_type=response.content_type, keep_alive=keep_alive)
@@ -154,7 +156,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def _done_one(self) -> None:
         self._busy = False
-        if self.transport is not None and not self.transport.is_closing() and not self.parser.upgraded:
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and not self.parser.upgraded:
             self._arm_timer()
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -163,9 +166,12 @@ class HttpProtocol(asyncio.Protocol):
             self._internal_error(exc)
             return
         if self.transport is not None and not self.transport.is_closing():
-            if self.parser.upgraded:
-                return
-            self.transport.resume_reading()
+            if self.transport.get_protocol() is not self:
+                return  # the upgrade completed: a WebSocket owns the transport now
+            if not self.parser.upgraded:
+                # An upgrade request still pending (pipelined behind this one) keeps reading
+                # paused: what follows it is WebSocket data, read once the upgrade is done.
+                self.transport.resume_reading()
         self._done_one()
         self._next()
 
@@ -254,4 +260,6 @@ class HttpProtocol(asyncio.Protocol):
         self._cancel_timer()
         self.server._http_connections.discard(self)
         self.server._websockets.add(ws)
+        # An async upgrade decision paused reading (see _next); the WebSocket reads from here.
+        transport.resume_reading()
         ws.start(transport, self.parser.trailing)

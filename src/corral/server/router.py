@@ -13,7 +13,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Union, cast
 
 from ..async_api import AsyncWebSocket, CoroutineHandler
 from ..handler import Handler
@@ -22,7 +22,7 @@ from ..request import Request, Response
 
 __all__ = ["HTTPHandler", "Route", "Router", "StaticFiles"]
 
-HTTPHandler = Callable[[Request], Union[Response, Awaitable[Response]]]
+HTTPHandler = Callable[[Request], Response | Awaitable[Response]]
 HandlerFactory = Callable[[], Handler]
 App = Union["Router", type[Handler], Callable[[AsyncWebSocket], Awaitable[Any]]]
 
@@ -58,7 +58,7 @@ def websocket_factory(
     if inspect.iscoroutinefunction(target):
         return lambda: CoroutineHandler(target, subprotocols)
     if callable(target):
-        return target
+        return cast(HandlerFactory, target)
     raise TypeError(f"not a WebSocket handler: {target!r}")
 
 
@@ -129,19 +129,22 @@ class StaticFiles:
         if request.method not in ("GET", "HEAD"):
             return Response(405, "method not allowed", [("Allow", "GET, HEAD")])
         relative = request.path_params.get("path", "").lstrip("/")
-        target = (self.root / relative).resolve()
-        if target != self.root and self.root not in target.parents:
-            return Response(404, "not found")
-        if target.is_dir():
-            target = target / self.index
-        if not target.is_file():
+        try:
+            target = (self.root / relative).resolve()
+            if target != self.root and self.root not in target.parents:
+                return Response(404, "not found")
+            if target.is_dir():
+                target = target / self.index
+            if not target.is_file():
+                return Response(404, "not found")
+        except (OSError, ValueError):  # a name the OS refuses (NUL byte, too long): no file
             return Response(404, "not found")
         content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         if content_type.startswith("text/") or content_type in ("application/javascript",
                                                                  "application/json"):
             content_type += "; charset=utf-8"
-        body = b"" if request.method == "HEAD" else target.read_bytes()
-        return Response(200, body, content_type=content_type)
+        # HEAD too: the HTTP layer drops the body but keeps its Content-Length and type.
+        return Response(200, target.read_bytes(), content_type=content_type)
 
 
 def as_router(app: App) -> Router:

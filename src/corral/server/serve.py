@@ -53,14 +53,21 @@ class Server:
     ) -> None:
         loop = asyncio.get_running_loop()
         self._closed = asyncio.Event()
-        factory = lambda: HttpProtocol(self)  # noqa: E731
+
+        def factory() -> HttpProtocol:
+            return HttpProtocol(self)
+
+        # A client that never completes TLS is slow-loris too: bound it like the HTTP phase.
+        tls: dict[str, Any] = {}
+        if ssl is not None:
+            tls["ssl_handshake_timeout"] = self.options.handshake_timeout
         if uds is not None:
-            server = await loop.create_unix_server(factory, uds, ssl=ssl, backlog=backlog)
+            server = await loop.create_unix_server(factory, uds, ssl=ssl, backlog=backlog, **tls)
         elif sock is not None:
-            server = await loop.create_server(factory, sock=sock, ssl=ssl, backlog=backlog)
+            server = await loop.create_server(factory, sock=sock, ssl=ssl, backlog=backlog, **tls)
         else:
-            server = await loop.create_server(factory, host, port, ssl=ssl, backlog=backlog,
-                                              reuse_port=reuse_port or None)
+            server = await loop.create_server(factory, host, port or 0, ssl=ssl, backlog=backlog,
+                                              reuse_port=reuse_port, **tls)
         self._servers.append(server)
 
     @property
@@ -132,7 +139,7 @@ class Server:
         await self.close()
 
 
-class serve:  # noqa: N801 - used like a function: `await serve(...)` / `async with serve(...)`
+class serve:
     """Start a server: ``server = await serve(app, host, port)`` or
     ``async with serve(app, host, port) as server: ...``.
 

@@ -1,0 +1,245 @@
+"""The ``corral`` command line: ``corral run MODULE:ATTR`` serves an application.
+
+Each command is one argparse subcommand with its own ``_cmd_*`` function, so a new one
+(``corral demo``, say) is one more ``add_parser`` call in :func:`build_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from .handler import Handler
+from .server import Router, run
+from .server.router import App
+
+__all__ = ["AppLoadError", "build_parser", "load_app", "main"]
+
+EXIT_USAGE = 2  # argparse's own exit code for bad usage; a bad MODULE:ATTR is one too
+
+_RUN_EPILOG = """\
+MODULE:ATTR names what to serve. ATTR (dotted for nested attributes) is one of:
+  - a corral.Router;
+  - a corral.Handler subclass (one instance per connection, on every path);
+  - an `async def handler(ws)` coroutine function (on every path);
+  - a factory: any other callable taking no arguments, called once at start-up,
+    that returns one of the above, e.g. `corral run corral.examples.echo:app`.
+The current directory is put first on sys.path, so local modules can be named.
+SIGINT or SIGTERM shuts the server down gracefully: open connections are closed with 1001.
+"""
+
+
+class AppLoadError(Exception):
+    """MODULE:ATTR cannot be imported, or names something that cannot be served."""
+
+
+def _describe(obj: Any) -> str:
+    return f"{type(obj).__name__} {obj!r}"
+
+
+def _is_handler_coroutine(obj: Any) -> bool:
+    """An ``async def handler(ws)``: a coroutine function callable with one argument."""
+    if not inspect.iscoroutinefunction(obj):
+        return False
+    try:
+        inspect.signature(obj).bind(None)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _servable(obj: Any) -> bool:
+    if isinstance(obj, Router):
+        return True
+    if inspect.isclass(obj):
+        return issubclass(obj, Handler)
+    return _is_handler_coroutine(obj)
+
+
+def _is_factory(obj: Any) -> bool:
+    """A plain callable that can be called with no arguments (not a class, not ``async``)."""
+    if inspect.isclass(obj) or inspect.iscoroutinefunction(obj) or not callable(obj):
+        return False
+    try:
+        inspect.signature(obj).bind()
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _import_module(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        # Only the module asked for (or a parent package) missing is "not found"; a missing
+        # import inside it is an error in that module, reported with its traceback.
+        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+            raise AppLoadError(f"no module named {exc.name!r}") from None
+        raise AppLoadError(f"error while importing {name!r}:\n{traceback.format_exc()}") from None
+    except Exception:
+        raise AppLoadError(f"error while importing {name!r}:\n{traceback.format_exc()}") from None
+
+
+def load_app(spec: str) -> App:
+    """Import ``MODULE:ATTR`` and return something :func:`corral.serve` accepts.
+
+    A zero-argument factory is called once and must return a Router, a Handler subclass or
+    an ``async def handler(ws)``. Raises :class:`AppLoadError` with a message for the user.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise AppLoadError(f"expected MODULE:ATTR, got {spec!r}")
+    obj: Any = _import_module(module_name)
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AppLoadError(f"{module_name!r} has no attribute {attr!r}") from None
+    if _servable(obj):
+        return obj  # type: ignore[no-any-return]
+    if _is_factory(obj):
+        try:
+            made = obj()
+        except (Exception, SystemExit):
+            raise AppLoadError(
+                f"calling the factory {spec!r} failed:\n{traceback.format_exc()}"
+            ) from None
+        if _servable(made):
+            return made  # type: ignore[no-any-return]
+        raise AppLoadError(
+            f"the factory {spec!r} returned {_describe(made)}, not a Router, a Handler "
+            "subclass or an `async def handler(ws)`"
+        )
+    raise AppLoadError(
+        f"{spec!r} is {_describe(obj)}, not a Router, a Handler subclass, an "
+        "`async def handler(ws)` or a zero-argument factory returning one"
+    )
+
+
+# -- argument types ----------------------------------------------------------------------------
+
+
+def _positive_int_or_none(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1 (or 'none' for no limit)")
+    return value
+
+
+def _seconds_or_none(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value or None  # 0 turns the timeout off, like 'none'
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be between 0 and 65535")
+    return value
+
+
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def _add_run(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="serve a corral application",
+        description="Serve MODULE:ATTR until SIGINT or SIGTERM.",
+        epilog=_RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("app", metavar="MODULE:ATTR", help="the application to serve")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (%(default)s)")
+    parser.add_argument("--port", type=_port, default=8000, help="TCP port (%(default)s)")
+    parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate (chain): serve wss://")
+    parser.add_argument("--tls-key", metavar="FILE",
+                        help="PEM private key, if not in the certificate file")
+    parser.add_argument("--uds", metavar="PATH",
+                        help="listen on this Unix socket instead of --host/--port")
+    # Options not given stay out of the namespace (SUPPRESS): corral's defaults apply then.
+    parser.add_argument("--max-message-size", type=_positive_int_or_none, metavar="N",
+                        default=argparse.SUPPRESS,
+                        help="largest message in bytes, or 'none' (corral's default: 1 MiB)")
+    parser.add_argument("--idle-timeout", type=_seconds_or_none, metavar="S",
+                        default=argparse.SUPPRESS,
+                        help="close idle connections after S seconds; 0 or 'none' turns it "
+                             "off (corral's default: 60)")
+    parser.add_argument("--log-level", default="info", type=str.lower, choices=_LOG_LEVELS,
+                        help="logging level (%(default)s)")
+    parser.set_defaults(func=_cmd_run, parser=parser)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    if args.tls_key and not args.tls_cert:
+        args.parser.error("--tls-key needs --tls-cert")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        app = load_app(args.app)
+    except AppLoadError as exc:
+        print(f"corral: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    option_changes = {name: value for name, value in vars(args).items()
+                      if name in ("max_message_size", "idle_timeout")}
+    try:
+        run(app, args.host, args.port, tls_cert=args.tls_cert, tls_key=args.tls_key,
+            uds=args.uds, **option_changes)
+    except OSError as exc:  # the address is taken, a certificate file is missing or bad...
+        print(f"corral: error: cannot start the server: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="corral", description="corral: a WebSocket server and client for asyncio."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_run(subparsers)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``corral`` console script and ``python -m corral``."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
