@@ -35,14 +35,11 @@ from .protocol import events as ev
 from .protocol.connection import Connection, Side, State
 from .protocol.frames import CloseCode
 from .request import Request
+from .timers import Timers
 
 __all__ = ["WebSocket"]
 
 logger = logging.getLogger("corral")
-
-# How long a close owed to the peer may wait for the application to answer the messages that
-# came before it (seconds).
-ANSWER_GRACE = 1.0
 
 
 class _Info(NamedTuple):
@@ -52,7 +49,7 @@ class _Info(NamedTuple):
 _COMMANDS = frozenset({Text, Binary, Fragment, Ping, Pong, Close, Pause, Resume, SetOptions})
 
 
-class WebSocket(asyncio.Protocol):
+class WebSocket(Timers, asyncio.Protocol):
     """An open connection, as handlers see it (the ``ws`` argument of every callback).
 
     Every method is non-blocking and safe to call from any task on the connection's loop;
@@ -62,22 +59,16 @@ class WebSocket(asyncio.Protocol):
     __slots__ = (
         "_backlog",
         "_busy",
-        "_close_timer",
         "_closed_waiter",
         "_closing_kind",
         "_corked",
         "_drain_waiters",
         "_error",
         "_finished",
-        "_grace_timer",
         "_hold_for_app",
-        "_idle_timer",
-        "_keepalive_timer",
-        "_last_recv",
         "_loop",
         "_on_finish",
         "_paused",
-        "_ping_sent_at",
         "_write_paused",
         "conn",
         "handler",
@@ -109,7 +100,6 @@ class WebSocket(asyncio.Protocol):
         self._busy = False  # an async callback is running: events wait in the backlog
         # The application (the async-for style) has messages it has not answered yet.
         self._hold_for_app = False
-        self._grace_timer: asyncio.TimerHandle | None = None
         self._paused = False  # the handler asked to stop reading
         self._backlog: deque[Any] | None = None
         self._write_paused = False
@@ -118,11 +108,7 @@ class WebSocket(asyncio.Protocol):
         self._closing_kind: CloseKind | None = None
         self._error: BaseException | None = None
         self._finished: CloseReason | None = None
-        self._idle_timer: asyncio.TimerHandle | None = None
-        self._close_timer: asyncio.TimerHandle | None = None
-        self._keepalive_timer: asyncio.TimerHandle | None = None
-        self._last_recv = 0.0
-        self._ping_sent_at = 0.0
+        self._init_timers()
 
     # -- starting ------------------------------------------------------------------------------
 
@@ -446,13 +432,19 @@ class WebSocket(asyncio.Protocol):
         # A close owed to the peer waits while the handler still answers earlier events,
         # for ANSWER_GRACE at most: the peer's close must be answered even if they never are.
         hold = self._busy or self._hold_for_app or (bool(self._backlog) and not self._paused)
-        if hold and conn.close_owed and self._grace_timer is None and self._loop is not None:
-            self._grace_timer = self._loop.call_later(ANSWER_GRACE, self._grace_over)
+        if hold and conn.close_owed:
+            self._hold_close_briefly()
         data = conn.data_to_send(hold_close=hold)
         if data and not transport.is_closing():
             transport.write(data[0] if len(data) == 1 else b"".join(data))
         if conn.close_sent is not None or conn.state is State.CLOSED:
             self._after_close_step()
+
+    def _timed_out(self, error: BaseException | None = None) -> None:
+        """A timer gave up on the peer: record that as why the connection ends."""
+        if self._closing_kind in (None, CloseKind.NORMAL):
+            self._closing_kind = CloseKind.TIMEOUT
+            self._error = error
 
     def _grace_over(self) -> None:
         self._grace_timer = None
@@ -492,83 +484,11 @@ class WebSocket(asyncio.Protocol):
         else:
             self._start_close_timer()
 
-    def _start_close_timer(self) -> None:
-        if self._close_timer is None and self._loop is not None:
-            self._close_timer = self._loop.call_later(self.options.close_timeout,
-                                                      self._close_timeout)
-
-    def _close_timeout(self) -> None:
-        self._close_timer = None
-        if self.conn.state is not State.CLOSED and self._closing_kind in (None, CloseKind.NORMAL):
-            self._closing_kind = CloseKind.TIMEOUT
-        if self.transport is not None:
-            self.transport.abort()
-
-    def _arm_idle(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
-        timeout = self.options.idle_timeout
-        if timeout is not None and self._loop is not None and self._finished is None:
-            self._idle_timer = self._loop.call_at(self._last_recv + timeout, self._idle_check)
-
-    def _idle_check(self) -> None:
-        """Timers are re-armed lazily: a read only stamps the time, the timer checks it."""
-        self._idle_timer = None
-        timeout = self.options.idle_timeout
-        if timeout is None or self._finished is not None:
-            return
-        deadline = self._last_recv + timeout
-        if self._loop.time() < deadline:  # type: ignore[union-attr]
-            self._idle_timer = self._loop.call_at(deadline, self._idle_check)  # type: ignore[union-attr]
-            return
-        if self.open:
-            self._closing_kind = CloseKind.TIMEOUT
-            self.close(CloseCode.GOING_AWAY, "idle timeout")
-
-    def _arm_keepalive(self) -> None:
-        if self._keepalive_timer is not None:
-            self._keepalive_timer.cancel()
-            self._keepalive_timer = None
-        interval = self.options.ping_interval
-        if interval is not None and self._loop is not None and self._finished is None:
-            self._keepalive_timer = self._loop.call_later(interval, self._keepalive)
-
-    def _keepalive(self) -> None:
-        self._keepalive_timer = None
-        if self._finished is not None or not self.open:
-            return
-        loop = self._loop
-        assert loop is not None
-        now = loop.time()
-        timeout = self.options.ping_timeout
-        if (self._ping_sent_at and timeout is not None and self._last_recv < self._ping_sent_at
-                and now - self._ping_sent_at >= timeout):
-            # Nothing at all from the peer since the ping: it is gone.
-            self._closing_kind = CloseKind.TIMEOUT
-            self._error = TimeoutError("keepalive ping timeout")
-            if self.transport is not None:
-                self.transport.abort()
-            return
-        if not self._ping_sent_at or self._last_recv >= self._ping_sent_at:
-            self._ping_sent_at = now
-            self.ping(b"")
-        interval = self.options.ping_interval
-        if interval is not None:
-            delay = interval
-            if timeout is not None and self._ping_sent_at:
-                delay = min(interval, max(0.0, self._ping_sent_at + timeout - now))
-            self._keepalive_timer = loop.call_later(delay or interval, self._keepalive)
-
     def _finish(self) -> None:
         """The transport is gone: stop timers, tell the handler once, wake waiters."""
         if self._finished is not None:
             return
-        for timer in (self._idle_timer, self._close_timer, self._keepalive_timer,
-                      self._grace_timer):
-            if timer is not None:
-                timer.cancel()
-        self._idle_timer = self._close_timer = self._keepalive_timer = self._grace_timer = None
+        self._cancel_timers()
         reason = self._close_reason()
         self._finished = reason
         self._backlog = None
