@@ -48,12 +48,14 @@ class AsyncWebSocket(Handler):
 
     def on_message(self, ws: WebSocket, message: str | bytes) -> None:
         self._messages.append(message)
-        ws._hold_for_app = True  # a close owed to the peer waits for our answer
+        ws.answers_pending()  # a close owed to the peer waits for our answer
         if len(self._messages) >= self._max_queue:
             ws.pause_reading()
         self._wake()
 
     def on_pong(self, ws: WebSocket, payload: bytes) -> None:
+        if payload not in self._pongs:
+            return  # unsolicited, or the answer to a keepalive ping
         loop_time = asyncio.get_running_loop().time()
         # A pong acknowledges its ping and every ping sent before it (RFC 6455 5.5.3).
         for key in list(self._pongs):
@@ -122,14 +124,19 @@ class AsyncWebSocket(Handler):
         """The next message; raises ConnectionClosed once the connection is over."""
         while not self._messages:
             if self.ws is not None:
-                self.ws.app_caught_up()
+                self.ws.answers_done()
             if self._closed is not None:
                 raise self._closed_exc()
+            if self._waiter is not None:
+                raise RuntimeError("another coroutine is already waiting in recv()")
             self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
         message = self._messages.popleft()
         ws = self.ws
-        if ws is not None and ws._paused and len(self._messages) <= self._max_queue // 2:
+        if ws is not None and ws.reading_paused and len(self._messages) <= self._max_queue // 2:
             ws.resume_reading()
         return message
 
@@ -230,7 +237,7 @@ class CoroutineHandler(AsyncWebSocket):
 
     def on_open(self, ws: WebSocket) -> None:
         super().on_open(ws)
-        self._task = asyncio.get_running_loop().create_task(self._run(ws))
+        self._task = ws.create_task(self._run(ws))
 
     async def _run(self, ws: WebSocket) -> None:
         try:
@@ -239,14 +246,11 @@ class CoroutineHandler(AsyncWebSocket):
             pass
         except Exception as exc:
             if ws.open:
-                ws._crash(exc)
-                ws._flush()
+                ws.fail(exc)
             else:
                 logger.error("WebSocket coroutine %r crashed", self._app, exc_info=exc)
             return
         finally:
-            ws._hold_for_app = False
-        if ws.conn.close_owed:
-            ws.app_caught_up()  # the peer closed first: echo its close
-        elif ws.open:
+            ws.answers_done()  # sends a close the peer is owed, if it closed first
+        if ws.open:
             ws.close(1000, "")

@@ -8,7 +8,6 @@ connection runs, through ``ws.set_options(...)`` or the ``SetOptions`` command.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["RUNTIME_MUTABLE", "Options"]
@@ -29,9 +28,10 @@ class Options:
     - ``close_timeout`` (10): how long to wait for the peer's side of the close handshake.
     - ``ping_interval`` (None: off): send a keepalive ping this often when set.
     - ``ping_timeout`` (20): with keepalive on, a peer that sends nothing for this long after a
-      ping is considered dead and dropped (close code 1011 recorded).
+      ping is considered dead: TCP is dropped and ``on_close`` gets kind ``timeout``, 1006.
     - ``allowed_origins`` (None): browsers' Origin must match the Host header; a list allows
       those origins instead ("*" allows any). Requests without Origin (non-browsers) pass.
+      Checked before the handler's ``upgrade()``, so only server or route options set it.
     - ``receive_fragments`` (False): deliver messages piece by piece (``on_fragment``)
       instead of whole.
     - ``max_queue`` (16): in the ``async for`` style, messages buffered before reading from
@@ -71,8 +71,11 @@ class Options:
                      "max_request_line"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.allowed_origins is not None and not isinstance(self.allowed_origins, tuple):
-            object.__setattr__(self, "allowed_origins", tuple(self.allowed_origins))
+        origins = self.allowed_origins
+        if origins is not None:
+            if isinstance(origins, str):
+                raise TypeError("allowed_origins is a list of origins, not one string")
+            object.__setattr__(self, "allowed_origins", tuple(origins))
 
     @property
     def frame_limit(self) -> int | None:
@@ -106,7 +109,3 @@ def check_runtime_changes(changes: dict[str, Any]) -> None:
             f"option(s) {', '.join(sorted(bad))} cannot change on an open connection; "
             f"these can: {', '.join(sorted(RUNTIME_MUTABLE))}"
         )
-
-
-def _origins(value: Sequence[str] | None) -> tuple[str, ...] | None:
-    return None if value is None else tuple(value)

@@ -50,6 +50,7 @@ class Timers:
         transport: asyncio.Transport | None
         _loop: asyncio.AbstractEventLoop | None
         _finished: CloseReason | None
+        _reading: bool
 
         @property
         def open(self) -> bool: ...
@@ -88,9 +89,11 @@ class Timers:
         timeout = self.options.idle_timeout
         if timeout is None or self._finished is not None:
             return
-        deadline = self._last_recv + timeout
         loop = self._loop
         assert loop is not None
+        if not self._reading:
+            self._last_recv = loop.time()  # we are not listening: the peer is not idle
+        deadline = self._last_recv + timeout
         if loop.time() < deadline:
             self._idle_timer = loop.call_at(deadline, self._idle_check)
             return
@@ -113,6 +116,8 @@ class Timers:
         loop = self._loop
         assert loop is not None
         now = loop.time()
+        if not self._reading:
+            self._last_recv = now  # a pong cannot be read while we do not read
         timeout = self.options.ping_timeout
         if (self._ping_sent_at and timeout is not None and self._last_recv < self._ping_sent_at
                 and now - self._ping_sent_at >= timeout):

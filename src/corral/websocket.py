@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, NamedTuple
 
 from .exceptions import PayloadTooBig
@@ -33,7 +33,7 @@ from .handler import (
 from .options import Options, check_runtime_changes
 from .protocol import events as ev
 from .protocol.connection import Connection, Side, State
-from .protocol.frames import CloseCode
+from .protocol.frames import CloseCode, serialize_close
 from .request import Request
 from .timers import Timers
 
@@ -59,16 +59,20 @@ class WebSocket(Timers, asyncio.Protocol):
     __slots__ = (
         "_backlog",
         "_busy",
+        "_callback_task",
         "_closed_waiter",
         "_closing_kind",
         "_corked",
         "_drain_waiters",
+        "_eof",
         "_error",
         "_finished",
         "_hold_for_app",
         "_loop",
         "_on_finish",
         "_paused",
+        "_reading",
+        "_track_task",
         "_write_paused",
         "conn",
         "handler",
@@ -87,6 +91,7 @@ class WebSocket(Timers, asyncio.Protocol):
         request: Request | None = None,
         subprotocol: str | None = None,
         on_finish: Callable[[WebSocket], None] | None = None,
+        track_task: Callable[[asyncio.Task[Any]], None] | None = None,
     ) -> None:
         self.conn = conn
         self.handler = handler
@@ -96,6 +101,10 @@ class WebSocket(Timers, asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_finish = on_finish
+        self._track_task = track_task
+        self._callback_task: asyncio.Task[None] | None = None
+        self._reading = True  # the transport is being read (see _update_reading)
+        self._eof = False  # the peer half-closed while we still owed it frames
         self._corked = False
         self._busy = False  # an async callback is running: events wait in the backlog
         # The application (the async-for style) has messages it has not answered yet.
@@ -141,6 +150,13 @@ class WebSocket(Timers, asyncio.Protocol):
         self._flush()
 
     def eof_received(self) -> bool | None:
+        owing = self._busy or self._hold_for_app or self.conn.close_owed
+        if owing and self.conn.state is not State.CLOSED:
+            # Half-closed while answers (or our close) are still owed: keep writing, then
+            # close, within the close timeout.
+            self._eof = True
+            self._start_close_timer()
+            return True
         self.conn.receive_eof()
         return False  # let the transport close itself
 
@@ -149,10 +165,14 @@ class WebSocket(Timers, asyncio.Protocol):
         self._finish()
 
     def pause_writing(self) -> None:
+        # The peer does not take what we write: stop reading what it sends (its pings and
+        # messages would only make us write more) until it catches up.
         self._write_paused = True
+        self._update_reading()
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._update_reading()
         waiters = self._drain_waiters
         if waiters:
             self._drain_waiters = None
@@ -161,6 +181,21 @@ class WebSocket(Timers, asyncio.Protocol):
                     fut.set_result(None)
 
     # -- receiving ---------------------------------------------------------------------------------
+
+    def _update_reading(self) -> None:
+        """Read from the socket unless the handler paused, an async callback runs, or the
+        peer is not reading our writes. One place decides, so the reasons cannot clash."""
+        want = not (self._paused or self._busy or self._write_paused)
+        transport = self.transport
+        if want == self._reading or transport is None or transport.is_closing():
+            return
+        self._reading = want
+        if want:
+            transport.resume_reading()
+            # The peer could not be heard while we did not read: restart its deadlines.
+            self._last_recv = self._loop.time()  # type: ignore[union-attr]
+        else:
+            transport.pause_reading()
 
     def _receive(self, data: bytes) -> None:
         events = self.conn.receive_data(data)
@@ -230,7 +265,8 @@ class WebSocket(Timers, asyncio.Protocol):
             return
         if inspect.isawaitable(result):
             self._busy = True
-            self._loop.create_task(self._await_callback(result))  # type: ignore[union-attr]
+            self._update_reading()
+            self._callback_task = self.create_task(self._await_callback(result))
             return
         try:
             self._apply(result)
@@ -240,23 +276,42 @@ class WebSocket(Timers, asyncio.Protocol):
     async def _await_callback(self, awaitable: Awaitable[Any]) -> None:
         try:
             result = await awaitable
+        except asyncio.CancelledError as exc:
+            self._busy = False
+            if self._finished is None:  # cancelled by someone else: the handler failed
+                self._crash(exc)
+                self._flush()
+            return
         except Exception as exc:
             self._busy = False
             self._crash(exc)
             self._flush()
             return
         self._busy = False
+        self._callback_task = None
         if result is not None:
             try:
                 self._apply(result)
             except Exception as exc:  # as in _dispatch: crash instead of a lost task error
                 self._crash(exc)
-                self._flush()
-                return
         if self._backlog:
             self._drain_backlog()
         else:
             self._flush()
+        self._update_reading()
+
+    def create_task(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Start a task that belongs to this connection; the server cancels it when it shuts
+        down, if it is still running after the close timeout."""
+        task = self._loop.create_task(coro)  # type: ignore[union-attr]
+        if self._track_task is not None:
+            self._track_task(task)
+        return task
+
+    def fail(self, exc: BaseException) -> None:
+        """The application failed on this connection: log, close with 1011 (no text)."""
+        self._crash(exc)
+        self._flush()
 
     def _crash(self, exc: BaseException) -> None:
         logger.error("WebSocket handler %s crashed", type(self.handler).__name__, exc_info=exc)
@@ -324,23 +379,22 @@ class WebSocket(Timers, asyncio.Protocol):
         return True
 
     def ping(self, payload: bytes = b"") -> bool:
-        if not self.open:
-            return False
-        self.conn.send_ping(payload)
-        if not self._corked:
-            self._flush()
-        return True
+        return self._emit(self.conn.send_ping, payload)
 
     def pong(self, payload: bytes = b"") -> bool:
+        return self._emit(self.conn.send_pong, payload)
+
+    def _emit(self, queue: Callable[[bytes], None], payload: bytes) -> bool:
         if not self.open:
             return False
-        self.conn.send_pong(payload)
+        queue(payload)
         if not self._corked:
             self._flush()
         return True
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake; the peer's answer completes it (or the close timeout)."""
+        serialize_close(code, reason)  # a bad code or reason raises before anything changes
         if self._closing_kind is None:
             self._closing_kind = CloseKind.NORMAL
         self.conn.send_close(code, reason)
@@ -351,16 +405,19 @@ class WebSocket(Timers, asyncio.Protocol):
         """Stop reading from the socket until ``resume_reading`` (backpressure on the peer)."""
         if not self._paused:
             self._paused = True
-            if self.transport is not None and not self.transport.is_closing():
-                self.transport.pause_reading()
+            self._update_reading()
 
     def resume_reading(self) -> None:
         if self._paused:
             self._paused = False
-            if self.transport is not None and not self.transport.is_closing():
-                self.transport.resume_reading()
+            self._update_reading()
             if self._backlog and not self._busy:
                 self._loop.call_soon(self._drain_backlog)  # type: ignore[union-attr]
+
+    @property
+    def reading_paused(self) -> bool:
+        """The handler paused reading (``Pause`` / ``pause_reading``)."""
+        return self._paused
 
     def set_options(self, **changes: Any) -> None:
         """Change run-time options (idle_timeout, max_message_size, max_frame_size,
@@ -439,6 +496,8 @@ class WebSocket(Timers, asyncio.Protocol):
             transport.write(data[0] if len(data) == 1 else b"".join(data))
         if conn.close_sent is not None or conn.state is State.CLOSED:
             self._after_close_step()
+        elif self._eof and not hold and not transport.is_closing():
+            transport.close()  # half-closed by the peer and nothing more is owed
 
     def _timed_out(self, error: BaseException | None = None) -> None:
         """A timer gave up on the peer: record that as why the connection ends."""
@@ -461,11 +520,15 @@ class WebSocket(Timers, asyncio.Protocol):
             transport.write(b"".join(data))
         self._after_close_step()
 
-    def app_caught_up(self) -> None:
-        """The application has answered every message it was given (async-for style):
-        a close owed to the peer may go out now."""
+    def answers_pending(self) -> None:
+        """The application got messages it answers later (async-for style): a close owed to
+        the peer waits for ``answers_done`` (ANSWER_GRACE at most)."""
+        self._hold_for_app = True
+
+    def answers_done(self) -> None:
+        """The application has answered every message it was given."""
         self._hold_for_app = False
-        if self.conn.close_owed and not self._busy:
+        if (self.conn.close_owed or self._eof) and not self._busy:
             self._flush()
 
     def _after_close_step(self) -> None:
@@ -476,8 +539,10 @@ class WebSocket(Timers, asyncio.Protocol):
             return
         if conn.state is State.CLOSED:
             if conn.side is Side.SERVER or conn.failure is not None:
-                # The server closes TCP first; a failed connection is closed at once.
+                # The server closes TCP first; a failed connection is closed at once. A peer
+                # that does not read keeps close() waiting: the close timeout aborts it.
                 transport.close()
+                self._start_close_timer()
             else:
                 # The client waits for the server to close TCP, within the close timeout.
                 self._start_close_timer()
@@ -492,6 +557,9 @@ class WebSocket(Timers, asyncio.Protocol):
         reason = self._close_reason()
         self._finished = reason
         self._backlog = None
+        task = self._callback_task
+        if task is not None and not task.done():
+            task.cancel()  # callbacks never overlap, on_close included
         try:
             self.handler.on_close(self, reason)
         except Exception:

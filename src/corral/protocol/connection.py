@@ -12,7 +12,13 @@ import enum
 import os
 from collections.abc import Callable, Sequence
 
-from ..exceptions import ConnectionClosed, PayloadTooBig, ProtocolError, closed_error
+from ..exceptions import (
+    ConnectionClosed,
+    InvalidPayload,
+    PayloadTooBig,
+    ProtocolError,
+    closed_error,
+)
 from .events import CloseReceived, Event, Failed, Fragment, Message, Ping, Pong
 from .extensions.base import Extension
 from .frames import CloseCode, Opcode, parse_close, serialize_close, serialize_frame
@@ -47,8 +53,9 @@ class Connection:
         "_decoder",
         "_ext_rsv",
         "_extensions",
+        "_msg_buf",
+        "_msg_first",
         "_msg_opcode",
-        "_msg_parts",
         "_msg_size",
         "_out",
         "_out_opcode",
@@ -89,7 +96,10 @@ class Connection:
         self._ext_rsv = ext_rsv
         self._out: list[bytes] = []
         self._msg_opcode = -1  # opcode of the message being received, -1 between messages
-        self._msg_parts: list[bytes] | list[str] = []
+        # The message being received: its first piece as it came, then (from the second
+        # piece on) one growing buffer, so many tiny fragments cost no more than their bytes.
+        self._msg_first: bytes | None = None
+        self._msg_buf: bytearray | None = None
         self._msg_size = 0
         self._decoder: Utf8Decoder | None = None
         self._out_opcode = -1  # opcode of a fragmented message being sent
@@ -156,9 +166,6 @@ class Connection:
                 # 5.4: fragments of one message may not be interleaved with another message.
                 raise ProtocolError("new data frame while a fragmented message is in progress")
             self._msg_opcode = opcode
-            self._msg_size = 0
-            self._msg_parts = []
-            self._decoder = Utf8Decoder() if opcode == Opcode.TEXT else None
         if not self._extensions:
             self._check_size(length)
 
@@ -179,29 +186,53 @@ class Connection:
         return data
 
     def _add_payload(self, data: bytes, message_end: bool, events: list[Event]) -> None:
-        decoder = self._decoder
-        piece: str | bytes = data
-        if decoder is not None:
-            piece = decoder.decode(data, message_end)
+        text = self._msg_opcode == Opcode.TEXT
         if self.receive_fragments:
+            piece: str | bytes = data
+            if text:
+                if self._decoder is None:
+                    self._decoder = Utf8Decoder()
+                piece = self._decoder.decode(data, message_end)
             if piece or message_end:
                 events.append(Fragment(piece, message_end))
-        elif piece:
-            self._msg_parts.append(piece)  # type: ignore[arg-type]
+        elif not message_end:
+            if text:
+                # 8.1 fail fast: validate each piece as it comes (the text is decoded once,
+                # at the end, from the bytes).
+                if self._decoder is None:
+                    self._decoder = Utf8Decoder()
+                self._decoder.decode(data)
+            if not data:
+                return
+            if self._msg_first is None and self._msg_buf is None:
+                self._msg_first = data
+            else:
+                if self._msg_buf is None:
+                    self._msg_buf = bytearray(self._msg_first or b"")
+                    self._msg_first = None
+                self._msg_buf += data
+            return
+        else:
+            payload: bytes | bytearray = data
+            if self._msg_buf is not None:
+                self._msg_buf += data
+                payload = self._msg_buf
+            elif self._msg_first is not None:
+                payload = self._msg_first + data
+            if not text:
+                events.append(Message(bytes(payload)))
+            elif self._decoder is None:
+                try:
+                    events.append(Message(payload.decode()))
+                except UnicodeDecodeError:
+                    raise InvalidPayload("invalid UTF-8 in text message") from None
+            else:
+                self._decoder.decode(data, True)
+                events.append(Message(payload.decode()))
         if message_end:
-            if not self.receive_fragments:
-                parts = self._msg_parts
-                if decoder is not None:
-                    message: str | bytes = parts[0] if len(parts) == 1 else "".join(parts)  # type: ignore[arg-type]
-                    if not parts:
-                        message = ""
-                else:
-                    message = parts[0] if len(parts) == 1 else b"".join(parts)  # type: ignore[arg-type]
-                    if not parts:
-                        message = b""
-                events.append(Message(message))
             self._msg_opcode = -1
-            self._msg_parts = []
+            self._msg_first = None
+            self._msg_buf = None
             self._msg_size = 0
             self._decoder = None
 
@@ -271,20 +302,27 @@ class Connection:
             rsv |= bits
         self._queue(opcode, payload, fin, rsv)
 
-    def send_message(self, data: str | bytes) -> None:
+    def send_message(self, data: str | bytes | bytearray | memoryview) -> None:
         """Queue a whole message: text for ``str``, binary for bytes-like."""
         self._check_open()
         if self._out_opcode >= 0:
             raise RuntimeError("a fragmented message is being sent; finish it first")
         if isinstance(data, str):
             self._send_data(Opcode.TEXT, data.encode(), True)
-        else:
+        elif isinstance(data, (bytes, bytearray, memoryview)):
             self._send_data(Opcode.BINARY, bytes(data), True)
+        else:
+            raise TypeError(f"a message is str or bytes-like, not {type(data).__name__}")
 
-    def send_fragment(self, data: str | bytes, last: bool) -> None:
+    def send_fragment(self, data: str | bytes | bytearray | memoryview, last: bool) -> None:
         """Queue one fragment of a message; the first fragment's type sets the message's."""
         self._check_open()
-        payload = data.encode() if isinstance(data, str) else bytes(data)
+        if isinstance(data, str):
+            payload = data.encode()
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            payload = bytes(data)
+        else:
+            raise TypeError(f"a fragment is str or bytes-like, not {type(data).__name__}")
         if self._out_opcode < 0:
             opcode = Opcode.TEXT if isinstance(data, str) else Opcode.BINARY
             self._out_opcode = opcode
@@ -356,4 +394,5 @@ class Connection:
         return self.close_received[1] if self.close_received is not None else ""
 
     def closed_exception(self) -> ConnectionClosed:
+        """The exception a closed connection's send or receive raises."""
         return closed_error(self.close_code, self.close_reason)

@@ -37,6 +37,7 @@ class Opcode(enum.IntEnum):
     PONG = 0xA
 
 
+
 DATA_OPCODES = frozenset({Opcode.CONTINUATION, Opcode.TEXT, Opcode.BINARY})
 CONTROL_OPCODES = frozenset({Opcode.CLOSE, Opcode.PING, Opcode.PONG})
 

@@ -161,6 +161,12 @@ class _BoundedParser:
 
     # -- subclass hooks -------------------------------------------------------------------
 
+    @property
+    def error(self) -> HandshakeError | None:
+        """The error that stopped this parser (held back while good requests before it
+        were returned), or None."""
+        return self._dead
+
     def _error(self, reason: str, status: int) -> HandshakeError:
         raise NotImplementedError
 

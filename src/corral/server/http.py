@@ -41,7 +41,7 @@ logger = logging.getLogger("corral.server")
 class HttpProtocol(asyncio.Protocol):
     """Serves one TCP connection until it upgrades or closes."""
 
-    __slots__ = ("_busy", "_pending", "_timer", "parser", "server", "transport")
+    __slots__ = ("_busy", "_pending", "_timer", "_write_paused", "parser", "server", "transport")
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -54,7 +54,8 @@ class HttpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._pending: deque[HTTPRequest] = deque()
-        self._busy = False
+        self._busy = False  # a request is being answered (by a task, when it stays True)
+        self._write_paused = False
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -76,11 +77,29 @@ class HttpProtocol(asyncio.Protocol):
         except InvalidRequest as exc:
             self._refuse(exc.status, exc.reason, exc.headers)
             return
-        except RuntimeError:
-            return  # bytes after an upgrade request, before the upgrade completed
         self._pending.extend(requests)
         if requests and not self._busy:
             self._next()
+
+    def pause_writing(self) -> None:
+        # A client that pipelines requests without reading the answers: stop taking more.
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
+        if not self._busy:
+            self._next()
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.parser.upgraded:
+            return
+        if self._write_paused or self._busy:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
 
     # -- timers ----------------------------------------------------------------------------------
 
@@ -111,11 +130,20 @@ class HttpProtocol(asyncio.Protocol):
         self, status: int, reason: str, headers: list[tuple[str, str]] | tuple[()] = ()
     ) -> None:
         """Answer with an error status and close: the connection state is unknown after it."""
-        self._cancel_timer()
         self._write(build_http_response(status, body=reason + "\n", headers=list(headers)))
-        if self.transport is not None:
-            self.transport.close()
+        self._close()
         self._pending.clear()
+
+    def _close(self) -> None:
+        """Close after the answer is written; a client that never reads it is dropped when
+        the handshake timeout runs out again."""
+        self._cancel_timer()
+        transport = self.transport
+        if transport is None:
+            return
+        transport.close()
+        timeout = self.server.options.handshake_timeout or self.server.options.close_timeout
+        self._timer = asyncio.get_running_loop().call_later(timeout, transport.abort)
 
     def _respond(self, request: HTTPRequest, response: Response) -> None:
         # After an upgrade request the parser has stopped (what follows may be frames): an
@@ -129,13 +157,13 @@ class HttpProtocol(asyncio.Protocol):
             body = response.body
             data = data[: len(data) - len(body.encode() if isinstance(body, str) else body)]
         self._write(data)
-        if not keep_alive and self.transport is not None:
-            self.transport.close()
+        if not keep_alive:
+            self._close()
 
     # -- requests in order -------------------------------------------------------------------------
 
     def _next(self) -> None:
-        while self._pending and not self._busy:
+        while self._pending and not self._busy and not self._write_paused:
             if self.transport is None or self.transport.is_closing():
                 self._pending.clear()
                 return
@@ -153,6 +181,10 @@ class HttpProtocol(asyncio.Protocol):
                 task.add_done_callback(self._task_done)
                 return
             self._done_one()
+        error = self.parser.error
+        if error is not None and not self._pending and not self._busy:
+            # Garbage after good pipelined requests: answered once those are.
+            self._refuse(error.status, error.reason, error.headers)
 
     def _done_one(self) -> None:
         self._busy = False
@@ -165,14 +197,13 @@ class HttpProtocol(asyncio.Protocol):
         if exc is not None:
             self._internal_error(exc)
             return
-        if self.transport is not None and not self.transport.is_closing():
-            if self.transport.get_protocol() is not self:
-                return  # the upgrade completed: a WebSocket owns the transport now
-            if not self.parser.upgraded:
-                # An upgrade request still pending (pipelined behind this one) keeps reading
-                # paused: what follows it is WebSocket data, read once the upgrade is done.
-                self.transport.resume_reading()
+        transport = self.transport
+        if transport is not None and transport.get_protocol() is not self:
+            return  # the upgrade completed: a WebSocket owns the transport now
         self._done_one()
+        # An upgrade request still pending (pipelined behind this one) keeps reading paused:
+        # what follows it is WebSocket data, read once the upgrade is done.
+        self._update_reading()
         self._next()
 
     def _internal_error(self, exc: BaseException) -> None:
@@ -214,6 +245,11 @@ class HttpProtocol(asyncio.Protocol):
             self._refuse(exc.status, exc.reason, exc.headers)
             return None
         assert route.websocket is not None
+        # Cross-site WebSocket hijacking: refused before the handler runs any of its code.
+        policy = Options.merge(self.server.options, route.options).allowed_origins
+        if not origin_allowed(info.origin, info.host, policy):
+            self._refuse(403, "origin not allowed")
+            return None
         handler = route.websocket()
         req = Request(request, self._peer(), info, params)
         decision = handler.upgrade(req)
@@ -238,9 +274,6 @@ class HttpProtocol(asyncio.Protocol):
                                 decision.options)
         info = req.upgrade
         assert info is not None
-        if not origin_allowed(info.origin, info.host, options.allowed_origins):
-            self._refuse(403, "origin not allowed")
-            return
         if decision.subprotocol is not None and decision.subprotocol not in info.subprotocols:
             raise ValueError(f"subprotocol {decision.subprotocol!r} was not offered")
         if self.server.closing:
@@ -255,7 +288,8 @@ class HttpProtocol(asyncio.Protocol):
             receive_fragments=options.receive_fragments,
         )
         ws = WebSocket(conn, handler, options, request=req, subprotocol=decision.subprotocol,
-                       on_finish=self.server._websocket_finished)
+                       on_finish=self.server._websocket_finished,
+                       track_task=self.server._track_task)
         transport.set_write_buffer_limits(high=options.write_limit)
         self._cancel_timer()
         self.server._http_connections.discard(self)

@@ -6,6 +6,7 @@ trailing ``{name:path}`` (the rest of the path, slashes included).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import mimetypes
 import os
@@ -125,7 +126,12 @@ class StaticFiles:
         self.root = Path(directory).resolve()
         self.index = index
 
-    def __call__(self, request: Request) -> Response:
+    async def __call__(self, request: Request) -> Response:
+        """Files are read in a worker thread: a slow disk must not stall other connections."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self._respond, request)
+
+    def _respond(self, request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):
             return Response(405, "method not allowed", [("Allow", "GET, HEAD")])
         relative = request.path_params.get("path", "").lstrip("/")

@@ -38,6 +38,7 @@ class Server:
         self._servers: list[asyncio.base_events.Server] = []
         self._websockets: set[WebSocket] = set()
         self._http_connections: set[HttpProtocol] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()  # tasks of connections (ws.create_task)
         self._closed: asyncio.Event | None = None
 
     async def _start(
@@ -91,6 +92,10 @@ class Server:
     def _websocket_finished(self, ws: WebSocket) -> None:
         self._websockets.discard(ws)
 
+    def _track_task(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def close(
         self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down"
     ) -> None:
@@ -118,6 +123,16 @@ class Server:
         for http in list(self._http_connections):
             if http.transport is not None:
                 http.transport.abort()
+        # Handler tasks still running once their connections are gone (an async-for handler
+        # awaiting something else, a task started with ws.create_task): give them what is
+        # left of the close timeout, then cancel them.
+        if self._tasks:
+            remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+            await asyncio.wait(list(self._tasks), timeout=remaining)
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.wait(list(self._tasks), timeout=1.0)
         for server in self._servers:
             await server.wait_closed()
         assert self._closed is not None
