@@ -28,6 +28,7 @@ from .handler import (
     Close,
     CloseKind,
     CloseReason,
+    Deflate,
     Fragment,
     Handler,
     Pause,
@@ -38,7 +39,7 @@ from .handler import (
     SetOptions,
     Text,
 )
-from .options import Options
+from .options import COMPRESSION_PRESETS, DeflateSettings, Options
 from .protocol.frames import CloseCode
 from .request import Request, Response
 from .server import Router, Server, StaticFiles, run, serve
@@ -47,6 +48,7 @@ from .websocket import WebSocket
 __version__ = "0.1.0"
 
 __all__ = [
+    "COMPRESSION_PRESETS",
     "Accept",
     "AsyncWebSocket",
     "Binary",
@@ -58,6 +60,8 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "CorralError",
+    "Deflate",
+    "DeflateSettings",
     "Fragment",
     "Handler",
     "HandshakeError",

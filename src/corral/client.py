@@ -5,6 +5,7 @@ fresh random key (RFC 6455 5.3)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl as ssl_module
 from collections.abc import Generator, Sequence
 from types import TracebackType
@@ -12,15 +13,27 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .async_api import AsyncWebSocket
-from .exceptions import InvalidResponse, InvalidURI
+from .exceptions import InvalidResponse, InvalidURI, NegotiationError
 from .handler import Handler
-from .options import Options
+from .options import DeflateSettings, Options
 from .protocol.connection import Connection, Side
-from .protocol.handshake import build_request, check_response, generate_key
+from .protocol.extensions.negotiation import client_confirm, client_offers
+from .protocol.frames import CloseCode, Opcode, serialize_close, serialize_frame
+from .protocol.handshake import (
+    ExtensionOffer,
+    build_request,
+    check_response,
+    format_extension_header,
+    generate_key,
+)
 from .protocol.http11 import ResponseParser
 from .websocket import WebSocket
 
-__all__ = ["connect", "parse_url"]
+__all__ = ["CLIENT_OPTIONS", "connect", "parse_url"]
+
+# A client's defaults: no idle timeout (the application decides when to leave) and an offer
+# of permessage-deflate; pass compression=None to offer nothing.
+CLIENT_OPTIONS = Options(idle_timeout=None, compression=DeflateSettings())
 
 
 def parse_url(url: str) -> tuple[bool, str, int, str, str]:
@@ -55,6 +68,7 @@ class _ClientHandshake(asyncio.Protocol):
         request: bytes,
         key: str,
         subprotocols: Sequence[str],
+        offers: Sequence[ExtensionOffer],
         handler: Handler,
         options: Options,
         opened: asyncio.Future[WebSocket],
@@ -62,6 +76,7 @@ class _ClientHandshake(asyncio.Protocol):
         self.request = request
         self.key = key
         self.subprotocols = subprotocols
+        self.offers = offers
         self.handler = handler
         self.options = options
         self.opened = opened
@@ -79,16 +94,21 @@ class _ClientHandshake(asyncio.Protocol):
             if response is None:
                 return
             accepted = check_response(response, self.key, subprotocols=self.subprotocols)
-            if accepted.extensions:
-                # No extension was offered, so the server may not answer with one (9.1).
-                raise InvalidResponse("server accepted an extension that was not offered")
         except Exception as exc:
             self._fail(exc)
             return
         options = self.options
+        try:
+            extensions = client_confirm(accepted.extensions, self.offers, options.compression)
+        except NegotiationError as exc:
+            # A 101 came, so the WebSocket connection exists: fail it with a close frame,
+            # 1010 (RFC 6455 7.4.1: the server did not negotiate extensions acceptably).
+            self._fail(exc, close_code=CloseCode.MANDATORY_EXTENSION)
+            return
         conn = Connection(Side.CLIENT, max_message_size=options.max_message_size,
                           max_frame_size=options.frame_limit,
-                          receive_fragments=options.receive_fragments)
+                          receive_fragments=options.receive_fragments,
+                          max_fragments=options.max_fragments, extensions=extensions)
         ws = WebSocket(conn, self.handler, options, subprotocol=accepted.subprotocol)
         assert self.transport is not None
         self.transport.set_write_buffer_limits(high=options.write_limit)
@@ -113,15 +133,22 @@ class _ClientHandshake(asyncio.Protocol):
                 InvalidResponse("connection lost during the handshake", status=0)
             )
 
-    def _fail(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException, close_code: int | None = None) -> None:
         if not self.opened.done():
             self.opened.set_exception(exc)
         if self.transport is not None:
+            if close_code is not None:
+                payload = serialize_close(close_code, "")
+                self.transport.write(serialize_frame(Opcode.CLOSE, payload, mask=os.urandom(4)))
             self.transport.close()
 
 
 class connect:
     """Open a WebSocket connection.
+
+    By default the client offers permessage-deflate (``compression=DeflateSettings()``
+    from ``CLIENT_OPTIONS``); ``compression=None`` offers nothing. An answer that does not
+    fit the offer fails the connection with close 1010 and raises NegotiationError.
 
     Without ``handler``: ``ws = await connect(url)`` (or ``async with connect(url) as ws``)
     gives an :class:`AsyncWebSocket` (``recv``, ``send``, ``async for``). With a
@@ -147,7 +174,7 @@ class connect:
         self.headers = list(headers)
         self.origin = origin
         self.handler = handler
-        opts = options or Options(idle_timeout=None)
+        opts = options or CLIENT_OPTIONS
         self.options = opts.replace(**option_changes) if option_changes else opts
         self.ssl = ssl
         self.open_timeout = open_timeout
@@ -162,14 +189,16 @@ class connect:
         elif self.ssl:
             raise InvalidURI("ssl given for a ws:// URL; use wss://")
         key = generate_key()
+        offers = client_offers(self.options.compression)
         request = build_request(host_header, resource, key, subprotocols=self.subprotocols,
+                                extensions=format_extension_header(offers) if offers else None,
                                 origin=self.origin, headers=self.headers)
         handler: Handler = self.handler or AsyncWebSocket(self.options.max_queue)
         loop = asyncio.get_running_loop()
         opened: asyncio.Future[WebSocket] = loop.create_future()
         transport, _ = await asyncio.wait_for(
             loop.create_connection(
-                lambda: _ClientHandshake(request, key, self.subprotocols, handler,
+                lambda: _ClientHandshake(request, key, self.subprotocols, offers, handler,
                                          self.options, opened),
                 host, port, ssl=context, server_hostname=host if context else None,
             ),

@@ -10,8 +10,8 @@ Every error a caller may want to catch derives from :class:`CorralError`::
     │       └── InvalidStatus          the server answered with another status
     ├── NegotiationError           an extension or subprotocol answer is not acceptable (1010)
     ├── ProtocolError              the peer broke RFC 6455 after the handshake (close 1002)
-    │   ├── InvalidPayload         a text message or close reason is not UTF-8 (close 1007)
-    │   └── PayloadTooBig          a frame or message exceeds a size limit (close 1009)
+    │   ├── InvalidPayload         text or a close reason not UTF-8, corrupt deflate data (1007)
+    │   └── PayloadTooBig          a frame, message or fragment count over its limit (1009)
     ├── ConnectionClosed           the connection is closed; carries the close code and reason
     │   ├── ConnectionClosedOK         closed with 1000 or 1001
     │   └── ConnectionClosedError      closed with any other code, or without a close frame
@@ -106,7 +106,8 @@ class ProtocolError(CorralError):
 
 
 class InvalidPayload(ProtocolError):
-    """Text that is not valid UTF-8 (section 8.1): close code 1007."""
+    """Text that is not valid UTF-8 (section 8.1), or compressed data that does not inflate:
+    close code 1007."""
 
     close_code = 1007
 
@@ -116,8 +117,8 @@ class PayloadTooBig(ProtocolError):
 
     close_code = 1009
 
-    def __init__(self, size: int, max_size: int) -> None:
-        super().__init__(f"message too big: {size} bytes, limit is {max_size}")
+    def __init__(self, size: int, max_size: int, unit: str = "bytes") -> None:
+        super().__init__(f"message too big: {size} {unit}, limit is {max_size}")
         self.size = size
         self.max_size = max_size
 

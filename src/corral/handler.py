@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .options import Options
+from .options import DeflateSettings, Options
 from .request import Request, Response
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ __all__ = [
     "CloseKind",
     "CloseReason",
     "Command",
+    "Deflate",
     "Fragment",
     "Handler",
     "Pause",
@@ -48,11 +49,16 @@ __all__ = [
 @dataclass(slots=True)
 class Accept:
     """Accept the upgrade: the subprotocol chosen from ``request.subprotocols`` (or None),
-    extra response headers, and option overrides for this connection."""
+    extra response headers, and option overrides for this connection.
+
+    ``compress`` (Cowboy's ``compress``): True accepts a compression offer with the route's
+    or server's ``compression`` settings (or the defaults), a :class:`DeflateSettings` uses
+    those, False refuses compression, None leaves it to the options."""
 
     subprotocol: str | None = None
     headers: list[tuple[str, str]] = field(default_factory=list)
     options: Options | dict[str, Any] | None = None
+    compress: bool | DeflateSettings | None = None
 
 
 class Reject(Response):
@@ -115,13 +121,20 @@ class Resume(NamedTuple):
     """Read from the socket again."""
 
 
+class Deflate(NamedTuple):
+    """Compress the following messages or not (Cowboy's ``{deflate, Bool}``), when a
+    compression extension was negotiated."""
+
+    enabled: bool
+
+
 class SetOptions(NamedTuple):
     """Change run-time options of this connection (see ``options.RUNTIME_MUTABLE``)."""
 
     changes: dict[str, Any]
 
 
-Command = Text | Binary | Fragment | Ping | Pong | Close | Pause | Resume | SetOptions
+Command = Text | Binary | Fragment | Ping | Pong | Close | Pause | Resume | SetOptions | Deflate
 Commands = None | Command | Iterable[Command]
 MaybeAsync = Commands | Awaitable[Commands]
 

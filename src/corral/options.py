@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-__all__ = ["RUNTIME_MUTABLE", "Options"]
+from .protocol.extensions.permessage_deflate import DeflateSettings
+
+__all__ = ["COMPRESSION_PRESETS", "RUNTIME_MUTABLE", "DeflateSettings", "Options"]
 
 MiB = 1 << 20
 
@@ -34,6 +36,11 @@ class Options:
       Checked before the handler's ``upgrade()``, so only server or route options set it.
     - ``receive_fragments`` (False): deliver messages piece by piece (``on_fragment``)
       instead of whole.
+    - ``max_fragments`` (4096): frames one message may arrive in; more closes with 1009
+      (each frame costs work, so a flood of tiny fragments is refused). None: no limit.
+    - ``compression`` (None: off): :class:`DeflateSettings` to accept permessage-deflate or
+      x-webkit-deflate-frame when a client offers it (Cowboy's ``compress``). Usually set
+      per route or with ``Accept(compress=True)``. See ``COMPRESSION_PRESETS``.
     - ``max_queue`` (16): in the ``async for`` style, messages buffered before reading from
       the socket pauses (backpressure).
     - ``write_limit`` (65536): write buffer size above which ``drain()`` waits.
@@ -50,6 +57,8 @@ class Options:
     ping_timeout: float | None = 20.0
     allowed_origins: tuple[str, ...] | None = None
     receive_fragments: bool = False
+    max_fragments: int | None = 4096
+    compression: DeflateSettings | None = None
     max_queue: int = 16
     write_limit: int = 65536
     max_header_count: int = 100
@@ -57,7 +66,9 @@ class Options:
     max_request_line: int = 8192
 
     def __post_init__(self) -> None:
-        for name in ("max_message_size", "max_frame_size"):
+        if self.compression is not None and not isinstance(self.compression, DeflateSettings):
+            raise TypeError("compression is a DeflateSettings (or None)")
+        for name in ("max_message_size", "max_frame_size", "max_fragments"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive int or None, not {value!r}")
@@ -109,3 +120,19 @@ def check_runtime_changes(changes: dict[str, Any]) -> None:
             f"option(s) {', '.join(sorted(bad))} cannot change on an open connection; "
             f"these can: {', '.join(sorted(RUNTIME_MUTABLE))}"
         )
+
+
+# Memory per compressed connection is mostly zlib's: the compressor needs about
+# 2**(window_bits + 2) + 2**(mem_level + 9) bytes, the decompressor 2**window_bits, each plus
+# a few KiB (measured in bench/compression.py). Without context takeover the compressor is
+# dropped after every message, so an idle connection holds none.
+COMPRESSION_PRESETS: dict[str, DeflateSettings] = {
+    # Many idle connections (chat, notifications): ~9 KiB of zlib state while idle.
+    "low-memory": DeflateSettings(level=6, mem_level=3, server_max_window_bits=10,
+                                  client_max_window_bits=10),
+    # The default: good ratio on JSON-like messages, ~45 KiB per connection.
+    "balanced": DeflateSettings(),
+    # Few connections with large, repetitive messages: zlib's defaults (~300 KiB).
+    "max-compression": DeflateSettings(level=6, mem_level=8, server_max_window_bits=15,
+                                       client_max_window_bits=15),
+}

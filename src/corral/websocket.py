@@ -21,6 +21,7 @@ from .handler import (
     Close,
     CloseKind,
     CloseReason,
+    Deflate,
     Fragment,
     Handler,
     Pause,
@@ -46,7 +47,8 @@ class _Info(NamedTuple):
     info: Any
 
 
-_COMMANDS = frozenset({Text, Binary, Fragment, Ping, Pong, Close, Pause, Resume, SetOptions})
+_COMMANDS = frozenset({Text, Binary, Fragment, Ping, Pong, Close, Pause, Resume, SetOptions,
+                       Deflate})
 
 
 class WebSocket(Timers, asyncio.Protocol):
@@ -341,6 +343,8 @@ class WebSocket(Timers, asyncio.Protocol):
                 self.resume_reading()
             elif kind is SetOptions:
                 self.set_options(**cmd.changes)
+            elif kind is Deflate:
+                self.set_compression(cmd.enabled)
             else:
                 raise TypeError(f"not a corral command: {cmd!r}")
 
@@ -360,20 +364,21 @@ class WebSocket(Timers, asyncio.Protocol):
         """Bytes written but not yet taken by the kernel."""
         return self.transport.get_write_buffer_size() if self.transport else 0
 
-    def send(self, message: str | bytes) -> bool:
-        """Send a message (text for ``str``). Returns False, sending nothing, once closing."""
+    def send(self, message: str | bytes, compress: bool = True) -> bool:
+        """Send a message (text for ``str``). Returns False, sending nothing, once closing.
+        ``compress=False`` skips compression for this message."""
         if not self.open:
             return False
-        self.conn.send_message(message)
+        self.conn.send_message(message, compress)
         if not self._corked:
             self._flush()
         return True
 
-    def send_fragment(self, data: str | bytes, last: bool = False) -> bool:
+    def send_fragment(self, data: str | bytes, last: bool = False, compress: bool = True) -> bool:
         """Send one fragment of a message; the first fragment's type is the message's."""
         if not self.open:
             return False
-        self.conn.send_fragment(data, last)
+        self.conn.send_fragment(data, last, compress)
         if not self._corked:
             self._flush()
         return True
@@ -413,6 +418,18 @@ class WebSocket(Timers, asyncio.Protocol):
             self._update_reading()
             if self._backlog and not self._busy:
                 self._loop.call_soon(self._drain_backlog)  # type: ignore[union-attr]
+
+    @property
+    def extensions(self) -> tuple[str, ...]:
+        """Names of the negotiated extensions (e.g. ``("permessage-deflate",)``)."""
+        return tuple(ext.name for ext in self.conn.extensions)
+
+    def set_compression(self, enabled: bool) -> None:
+        """Compress the following messages or not (no effect without a compression
+        extension)."""
+        for ext in self.conn.extensions:
+            if hasattr(ext, "enabled"):
+                ext.enabled = enabled
 
     @property
     def reading_paused(self) -> bool:

@@ -255,7 +255,9 @@ async def test_4_1_opening_handshake_request() -> None:
         assert request.get("Sec-WebSocket-Protocol") == "chat, superchat"
         assert request.get("Origin") == "http://example.com"
         assert request.get("X-Extra") == "yes"
-        assert request.get("Sec-WebSocket-Extensions") is None  # nothing is offered
+        # RFC 7692 5: the default offer is permessage-deflate with client_max_window_bits.
+        offer = request.get("Sec-WebSocket-Extensions") or ""
+        assert offer.startswith("permessage-deflate") and "client_max_window_bits" in offer
         key = request.get("Sec-WebSocket-Key") or ""
         assert len(base64.b64decode(key, validate=True)) == 16
         keys.append(key)
@@ -795,10 +797,40 @@ async def test_4_1_server_may_decline_every_subprotocol() -> None:
 
 @pytest.mark.parametrize("extension", ["permessage-deflate", "x-webkit-deflate-frame",
                                        "permessage-deflate; client_max_window_bits=10"])
-async def test_4_1_unrequested_extension_is_invalid_response(extension: str) -> None:
-    error = await handshake_error(
-        lambda r: response_101(r, [f"Sec-WebSocket-Extensions: {extension}"]))
-    assert type(error) is InvalidResponse
+async def test_9_1_unrequested_extension_fails_with_1010(extension: str) -> None:
+    """Nothing offered (compression=None): any extension in the answer fails the connection,
+    with a close frame 1010 since the 101 made it a WebSocket connection (RFC 6455 4.1)."""
+    await _expect_negotiation_failure(extension, compression=None)
+
+
+@pytest.mark.parametrize("extension", [
+    "x-webkit-deflate-frame",  # not offered
+    "permessage-deflate; client_max_window_bits=14",  # larger than offered (RFC 7692 7.1.2.2)
+    "permessage-deflate; server_max_window_bits=15",  # larger than asked (7.1.2.1)
+    "permessage-deflate; foo=1",  # unknown parameter (7.1)
+    "permessage-deflate, permessage-deflate",  # accepted twice
+])
+async def test_7692_7_1_unacceptable_answer_fails_with_1010(extension: str) -> None:
+    await _expect_negotiation_failure(extension)
+
+
+async def _expect_negotiation_failure(extension: str, **options: object) -> None:
+    closes: list[bytes] = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     request: Request) -> None:
+        writer.write(response_101(request, [f"Sec-WebSocket-Extensions: {extension}"]))
+        header = await reader.readexactly(2)
+        assert header[0] == 0x88 and header[1] & 0x80  # a masked close frame
+        mask = await reader.readexactly(4)
+        payload = await reader.readexactly(header[1] & 0x7F)
+        closes.append(bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        await assert_eof(reader)
+
+    async with raw_server(script) as url:
+        with pytest.raises(corral.NegotiationError):
+            await open_client(url, **options)
+    assert closes == [(1010).to_bytes(2, "big")]
 
 
 # -- URLs (3) --------------------------------------------------------------------------------------

@@ -929,7 +929,9 @@ class ReverseExtension(Extension):
         self.pending = []
         return whole[::-1]
 
-    def encode(self, opcode: int, data: bytes, *, fin: bool) -> tuple[bytes, int]:
+    def encode(
+        self, opcode: int, data: bytes, *, fin: bool, compress: bool = True
+    ) -> tuple[bytes, int]:
         return data[::-1], 0x40
 
 

@@ -2,7 +2,9 @@
 
     python -m corral.examples.echo --host 127.0.0.1 --port 9001
 
-Messages up to 16 MiB (``--max-message-size``), the largest the conformance suite sends.
+Messages up to 16 MiB (``--max-message-size``), the largest the conformance suite sends, in
+any number of fragments. permessage-deflate and x-webkit-deflate-frame are accepted when a
+client offers them (``--no-compression`` to refuse).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from corral import Handler, Options, Router, WebSocket, run
+from corral import DeflateSettings, Handler, Options, Router, WebSocket, run
 
 
 class Echo(Handler):
@@ -29,10 +31,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--max-message-size", type=int, default=16 * 2**20 + 1024)
+    parser.add_argument("--no-compression", action="store_true")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper())
-    options = Options(max_message_size=args.max_message_size, allowed_origins=("*",))
+    options = Options(
+        max_message_size=args.max_message_size,
+        max_fragments=None,
+        allowed_origins=("*",),
+        compression=None if args.no_compression else DeflateSettings(),
+    )
     run(app(), args.host, args.port, options=options)
 
 

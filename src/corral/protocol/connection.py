@@ -55,6 +55,7 @@ class Connection:
         "_extensions",
         "_msg_buf",
         "_msg_first",
+        "_msg_frames",
         "_msg_opcode",
         "_msg_size",
         "_out",
@@ -65,6 +66,7 @@ class Connection:
         "close_sent",
         "failure",
         "mask_key",
+        "max_fragments",
         "max_message_size",
         "receive_fragments",
         "side",
@@ -78,6 +80,7 @@ class Connection:
         max_message_size: int | None = 1 << 20,
         max_frame_size: int | None = None,
         receive_fragments: bool = False,
+        max_fragments: int | None = None,
         extensions: Sequence[Extension] = (),
         mask_key: Callable[[], bytes] = _random_mask,
     ) -> None:
@@ -85,6 +88,7 @@ class Connection:
         self.state = State.OPEN
         self.max_message_size = max_message_size
         self.receive_fragments = receive_fragments
+        self.max_fragments = max_fragments
         self.mask_key = mask_key
         self._reader = FrameReader(
             require_mask=side is Side.SERVER, max_frame_size=max_frame_size
@@ -92,6 +96,8 @@ class Connection:
         self._extensions = tuple(extensions)
         ext_rsv = 0
         for ext in self._extensions:
+            if ext_rsv & ext.rsv_bits:
+                raise ValueError("two extensions claim the same RSV bit")
             ext_rsv |= ext.rsv_bits
         self._ext_rsv = ext_rsv
         self._out: list[bytes] = []
@@ -101,6 +107,7 @@ class Connection:
         self._msg_first: bytes | None = None
         self._msg_buf: bytearray | None = None
         self._msg_size = 0
+        self._msg_frames = 0  # frames of the message being received
         self._decoder: Utf8Decoder | None = None
         self._out_opcode = -1  # opcode of a fragmented message being sent
         # A close frame this side owes the peer (an echo, or a failure's code). It goes out at
@@ -161,11 +168,17 @@ class Connection:
         if opcode == Opcode.CONTINUATION:
             if self._msg_opcode < 0:
                 raise ProtocolError("continuation frame without a message to continue")
+            self._msg_frames += 1
+            if self.max_fragments is not None and self._msg_frames > self.max_fragments:
+                # Each frame costs work of its own: a flood of tiny fragments is refused
+                # like a message that is too big.
+                raise PayloadTooBig(self._msg_frames, self.max_fragments, "fragments")
         else:
             if self._msg_opcode >= 0:
                 # 5.4: fragments of one message may not be interleaved with another message.
                 raise ProtocolError("new data frame while a fragmented message is in progress")
             self._msg_opcode = opcode
+            self._msg_frames = 1
         if not self._extensions:
             self._check_size(length)
 
@@ -234,6 +247,7 @@ class Connection:
             self._msg_first = None
             self._msg_buf = None
             self._msg_size = 0
+            self._msg_frames = 0
             self._decoder = None
 
     def _control(self, opcode: int, payload: bytes, events: list[Event]) -> None:
@@ -295,27 +309,33 @@ class Connection:
             code, reason = self.close_received or self.close_sent or (CloseCode.ABNORMAL, "")
             raise closed_error(code, reason)
 
-    def _send_data(self, opcode: int, payload: bytes, fin: bool) -> None:
+    def _send_data(self, opcode: int, payload: bytes, fin: bool, compress: bool) -> None:
         rsv = 0
         for ext in self._extensions:
-            payload, bits = ext.encode(opcode, payload, fin=fin)
+            payload, bits = ext.encode(opcode, payload, fin=fin, compress=compress)
             rsv |= bits
         self._queue(opcode, payload, fin, rsv)
 
-    def send_message(self, data: str | bytes | bytearray | memoryview) -> None:
-        """Queue a whole message: text for ``str``, binary for bytes-like."""
+    def send_message(
+        self, data: str | bytes | bytearray | memoryview, compress: bool = True
+    ) -> None:
+        """Queue a whole message: text for ``str``, binary for bytes-like. ``compress=False``
+        sends it uncompressed even when a compression extension is active."""
         self._check_open()
         if self._out_opcode >= 0:
             raise RuntimeError("a fragmented message is being sent; finish it first")
         if isinstance(data, str):
-            self._send_data(Opcode.TEXT, data.encode(), True)
+            self._send_data(Opcode.TEXT, data.encode(), True, compress)
         elif isinstance(data, (bytes, bytearray, memoryview)):
-            self._send_data(Opcode.BINARY, bytes(data), True)
+            self._send_data(Opcode.BINARY, bytes(data), True, compress)
         else:
             raise TypeError(f"a message is str or bytes-like, not {type(data).__name__}")
 
-    def send_fragment(self, data: str | bytes | bytearray | memoryview, last: bool) -> None:
-        """Queue one fragment of a message; the first fragment's type sets the message's."""
+    def send_fragment(
+        self, data: str | bytes | bytearray | memoryview, last: bool, compress: bool = True
+    ) -> None:
+        """Queue one fragment of a message; the first fragment's type (and ``compress``)
+        sets the message's."""
         self._check_open()
         if isinstance(data, str):
             payload = data.encode()
@@ -330,7 +350,7 @@ class Connection:
             if (self._out_opcode == Opcode.TEXT) != isinstance(data, str):
                 raise TypeError("all fragments of a message must be of the same type")
             opcode = Opcode.CONTINUATION
-        self._send_data(opcode, payload, last)
+        self._send_data(opcode, payload, last, compress)
         if last:
             self._out_opcode = -1
 
@@ -367,6 +387,10 @@ class Connection:
         if out:
             self._out = []
         return out
+
+    @property
+    def extensions(self) -> tuple[Extension, ...]:
+        return self._extensions
 
     @property
     def has_data_to_send(self) -> bool:

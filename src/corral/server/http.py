@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import InvalidRequest
 from ..handler import Accept, Reject
-from ..options import Options
+from ..options import DeflateSettings, Options
 from ..protocol.connection import Connection, Side
+from ..protocol.extensions.negotiation import server_accept
 from ..protocol.handshake import (
     build_accept,
     build_http_response,
@@ -279,13 +280,23 @@ class HttpProtocol(asyncio.Protocol):
         if self.server.closing:
             self._refuse(503, "server shutting down")
             return
+        compression = options.compression
+        if decision.compress is True:
+            compression = compression or DeflateSettings()
+        elif decision.compress is False:
+            compression = None
+        elif decision.compress is not None:
+            compression = decision.compress
+        extensions, extension_header = server_accept(info.extensions, compression)
         transport.write(build_accept(info, subprotocol=decision.subprotocol,
-                                     headers=decision.headers))
+                                     extensions=extension_header, headers=decision.headers))
         conn = Connection(
             Side.SERVER,
             max_message_size=options.max_message_size,
             max_frame_size=options.frame_limit,
             receive_fragments=options.receive_fragments,
+            max_fragments=options.max_fragments,
+            extensions=extensions,
         )
         ws = WebSocket(conn, handler, options, request=req, subprotocol=decision.subprotocol,
                        on_finish=self.server._websocket_finished,

@@ -48,8 +48,16 @@ class Extension:
         """
         return data
 
-    def encode(self, opcode: int, data: bytes, *, fin: bool) -> tuple[bytes, int]:
-        """Transform an outgoing data frame; return the payload and the RSV bits to set."""
+    def encode(
+        self, opcode: int, data: bytes, *, fin: bool, compress: bool = True
+    ) -> tuple[bytes, int]:
+        """Transform an outgoing data frame; return the payload and the RSV bits to set.
+
+        ``opcode`` is CONTINUATION for later frames of a message; ``fin`` marks its last
+        frame. ``compress`` False asks a compression extension to send this message as it is
+        (the connection passes the same value for every frame of one message); extensions
+        that do not compress ignore it.
+        """
         return data, 0
 
 
