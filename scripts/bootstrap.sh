@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make .venv with corral (editable) and its test tools. Safe to run again: it only installs
-# what is missing or changed. Sourced by scripts/demo.sh and scripts/test.sh.
+# what is missing or changed. Sourced by scripts/demo.sh and scripts/test.sh. System packages
+# (chromium for the browser test) are scripts/install-system-deps.sh's job, run by test.sh only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

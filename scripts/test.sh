@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+bash scripts/install-system-deps.sh  # chromium, for tests/interop/test_browser.py
 .venv/bin/python -m ruff check src tests
 .venv/bin/python -m mypy
 .venv/bin/python -m pytest "$@"

@@ -32,8 +32,13 @@ from .websocket import WebSocket
 __all__ = ["CLIENT_OPTIONS", "connect", "parse_url"]
 
 # A client's defaults: no idle timeout (the application decides when to leave) and an offer
-# of permessage-deflate; pass compression=None to offer nothing.
-CLIENT_OPTIONS = Options(idle_timeout=None, compression=DeflateSettings())
+# of permessage-deflate that any valid answer fits: `client_max_window_bits=12` bounds our own
+# compressor and asks nothing of the server's window (asking would make every answer without
+# server_max_window_bits invalid, RFC 7692 7.1.2.1). compression=None offers nothing.
+CLIENT_OPTIONS = Options(
+    idle_timeout=None,
+    compression=DeflateSettings(server_max_window_bits=15, client_max_window_bits=12),
+)
 
 
 def parse_url(url: str) -> tuple[bool, str, int, str, str]:

@@ -6,8 +6,9 @@ the program (Cowboy's ``websocket_info``), and the close. Callbacks never do I/O
 they return commands (or call the non-blocking methods of ``ws``, which do the same), so a
 handler can be tested by calling it with a fake ``ws`` and looking at what it returns.
 
-A callback may also be ``async def``: reading from that connection then pauses until it
-returns, so callbacks of one connection never overlap and messages keep their order.
+A callback may also be ``async def``: the connection's next events wait until it returns
+(reading pauses once ``max_queue`` of them wait), so callbacks of one connection never
+overlap and messages keep their order.
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ class Timers:
         _loop: asyncio.AbstractEventLoop | None
         _finished: CloseReason | None
         _reading: bool
+        _write_paused: bool
 
         @property
         def open(self) -> bool: ...
@@ -91,8 +92,8 @@ class Timers:
             return
         loop = self._loop
         assert loop is not None
-        if not self._reading:
-            self._last_recv = loop.time()  # we are not listening: the peer is not idle
+        if self._deaf():
+            self._last_recv = loop.time()  # we chose not to listen: the peer is not idle
         deadline = self._last_recv + timeout
         if loop.time() < deadline:
             self._idle_timer = loop.call_at(deadline, self._idle_check)
@@ -116,8 +117,8 @@ class Timers:
         loop = self._loop
         assert loop is not None
         now = loop.time()
-        if not self._reading:
-            self._last_recv = now  # a pong cannot be read while we do not read
+        if self._deaf():
+            self._last_recv = now  # a pong cannot be read while we chose not to read
         timeout = self.options.ping_timeout
         if (self._ping_sent_at and timeout is not None and self._last_recv < self._ping_sent_at
                 and now - self._ping_sent_at >= timeout):
@@ -135,6 +136,11 @@ class Timers:
             if timeout is not None and self._ping_sent_at:
                 delay = min(interval, max(0.0, self._ping_sent_at + timeout - now))
             self._keepalive_timer = loop.call_later(delay or interval, self._keepalive)
+
+    def _deaf(self) -> bool:
+        """We do not read, by our own choice (pause, busy handler): the peer's deadlines
+        wait. Not when the peer itself does not read our writes: that is its fault."""
+        return not self._reading and not self._write_paused
 
     def _cancel_timers(self) -> None:
         for timer in (self._idle_timer, self._close_timer, self._keepalive_timer,

@@ -185,9 +185,12 @@ class WebSocket(Timers, asyncio.Protocol):
     # -- receiving ---------------------------------------------------------------------------------
 
     def _update_reading(self) -> None:
-        """Read from the socket unless the handler paused, an async callback runs, or the
-        peer is not reading our writes. One place decides, so the reasons cannot clash."""
-        want = not (self._paused or self._busy or self._write_paused)
+        """Read from the socket unless the handler paused, an async callback runs with
+        ``max_queue`` events already waiting for it, or the peer is not reading our writes.
+        One place decides, so the reasons cannot clash. (Reading on while a callback runs,
+        up to that bound, is how a peer's close or disconnect is noticed meanwhile.)"""
+        backlog_full = self._backlog is not None and len(self._backlog) >= self.options.max_queue
+        want = not (self._paused or self._write_paused or (self._busy and backlog_full))
         transport = self.transport
         if want == self._reading or transport is None or transport.is_closing():
             return
@@ -216,6 +219,8 @@ class WebSocket(Timers, asyncio.Protocol):
         if self._backlog is None:
             self._backlog = deque()
         self._backlog.extend(items)
+        if self._busy:
+            self._update_reading()
 
     def _drain_backlog(self) -> None:
         backlog = self._backlog
@@ -277,30 +282,29 @@ class WebSocket(Timers, asyncio.Protocol):
 
     async def _await_callback(self, awaitable: Awaitable[Any]) -> None:
         try:
-            result = await awaitable
-        except asyncio.CancelledError as exc:
-            self._busy = False
-            if self._finished is None:  # cancelled by someone else: the handler failed
-                self._crash(exc)
-                self._flush()
-            return
-        except Exception as exc:
-            self._busy = False
-            self._crash(exc)
-            self._flush()
-            return
-        self._busy = False
-        self._callback_task = None
-        if result is not None:
             try:
-                self._apply(result)
-            except Exception as exc:  # as in _dispatch: crash instead of a lost task error
+                result = await awaitable
+            except asyncio.CancelledError as exc:
+                if self._finished is None:  # cancelled by someone else: the handler failed
+                    self._crash(exc)
+                return
+            except Exception as exc:
                 self._crash(exc)
-        if self._backlog:
-            self._drain_backlog()
-        else:
-            self._flush()
-        self._update_reading()
+                return
+            if result is not None:
+                try:
+                    self._apply(result)
+                except Exception as exc:  # as in _dispatch: crash, not a lost task error
+                    self._crash(exc)
+        finally:
+            self._busy = False
+            self._callback_task = None
+            if self._finished is None:
+                if self._backlog:
+                    self._drain_backlog()
+                else:
+                    self._flush()
+                self._update_reading()
 
     def create_task(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Start a task that belongs to this connection; the server cancels it when it shuts
@@ -576,7 +580,14 @@ class WebSocket(Timers, asyncio.Protocol):
         self._backlog = None
         task = self._callback_task
         if task is not None and not task.done():
-            task.cancel()  # callbacks never overlap, on_close included
+            # Callbacks never overlap, on_close included: it runs once the cancelled
+            # callback has finished.
+            task.cancel()
+            task.add_done_callback(lambda _: self._closed(reason))
+            return
+        self._closed(reason)
+
+    def _closed(self, reason: CloseReason) -> None:
         try:
             self.handler.on_close(self, reason)
         except Exception:

@@ -194,8 +194,14 @@ class Connection:
         limit = self.max_message_size
         for ext in reversed(self._extensions):
             budget = None if limit is None else limit - self._msg_size
-            data = ext.decode(opcode, rsv, data, frame_start=first, frame_end=last, fin=fin,
-                              max_size=budget)
+            try:
+                data = ext.decode(opcode, rsv, data, frame_start=first, frame_end=last,
+                                  fin=fin, max_size=budget)
+            except PayloadTooBig as exc:
+                if limit is None or exc.max_size != budget:
+                    raise
+                # Report whole-message sizes, not the remaining budget the extension saw.
+                raise PayloadTooBig(self._msg_size + exc.size, limit) from None
         return data
 
     def _add_payload(self, data: bytes, message_end: bool, events: list[Event]) -> None:

@@ -47,7 +47,9 @@ def server_accept(
 
 
 def client_offers(settings: DeflateSettings | None) -> list[ExtensionOffer]:
-    """What a client offers: permessage-deflate with client_max_window_bits."""
+    """What a client offers: one permessage-deflate offer built from ``settings``
+    (client_max_window_bits always; server_max_window_bits and the no_context_takeover
+    flags only when the settings ask for them)."""
     if settings is None:
         return []
     return [PerMessageDeflateFactory(settings).offer()]
