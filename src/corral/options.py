@@ -127,12 +127,12 @@ def check_runtime_changes(changes: dict[str, Any]) -> None:
 # a few KiB (measured in bench/compression.py). Without context takeover the compressor is
 # dropped after every message, so an idle connection holds none.
 COMPRESSION_PRESETS: dict[str, DeflateSettings] = {
-    # Many idle connections (chat, notifications): ~9 KiB of zlib state while idle.
+    # Many idle connections (chat, notifications): ~23 KiB of zlib state while idle.
     "low-memory": DeflateSettings(level=6, mem_level=3, server_max_window_bits=10,
                                   client_max_window_bits=10),
-    # The default: good ratio on JSON-like messages, ~45 KiB per connection.
+    # The default: good ratio on JSON-like messages, ~51 KiB per connection.
     "balanced": DeflateSettings(),
-    # Few connections with large, repetitive messages: zlib's defaults (~300 KiB).
+    # Few connections with large, repetitive messages: zlib's defaults (~265 KiB).
     "max-compression": DeflateSettings(level=6, mem_level=8, server_max_window_bits=15,
                                        client_max_window_bits=15),
 }

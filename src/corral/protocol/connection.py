@@ -12,6 +12,7 @@ import enum
 import os
 from collections.abc import Callable, Sequence
 
+from ..accel import build_frame, parse_frames
 from ..exceptions import (
     ConnectionClosed,
     InvalidPayload,
@@ -21,7 +22,7 @@ from ..exceptions import (
 )
 from .events import CloseReceived, Event, Failed, Fragment, Message, Ping, Pong
 from .extensions.base import Extension
-from .frames import CloseCode, Opcode, parse_close, serialize_close, serialize_frame
+from .frames import CloseCode, Opcode, parse_close, serialize_close
 from .reader import FrameReader
 from .utf8 import Utf8Decoder
 
@@ -61,14 +62,15 @@ class Connection:
         "_out",
         "_out_opcode",
         "_owed_close",
+        "_plain",
         "_reader",
+        "_receive_fragments",
         "close_received",
         "close_sent",
         "failure",
         "mask_key",
         "max_fragments",
         "max_message_size",
-        "receive_fragments",
         "side",
         "state",
     )
@@ -87,13 +89,14 @@ class Connection:
         self.side = side
         self.state = State.OPEN
         self.max_message_size = max_message_size
-        self.receive_fragments = receive_fragments
+        self._receive_fragments = receive_fragments
         self.max_fragments = max_fragments
         self.mask_key = mask_key
         self._reader = FrameReader(
             require_mask=side is Side.SERVER, max_frame_size=max_frame_size
         )
         self._extensions = tuple(extensions)
+        self._plain = not self._extensions and not receive_fragments  # the fast path applies
         ext_rsv = 0
         for ext in self._extensions:
             if ext_rsv & ext.rsv_bits:
@@ -122,6 +125,15 @@ class Connection:
     # -- limits that may change at run time -------------------------------------------------
 
     @property
+    def receive_fragments(self) -> bool:
+        return self._receive_fragments
+
+    @receive_fragments.setter
+    def receive_fragments(self, value: bool) -> None:
+        self._receive_fragments = value
+        self._plain = not self._extensions and not value
+
+    @property
     def max_frame_size(self) -> int | None:
         return self._reader.max_frame_size
 
@@ -138,6 +150,21 @@ class Connection:
         reader = self._reader
         events: list[Event] = []
         try:
+            if reader.idle:
+                # The common case: whole frames, parsed in one call (compiled when built).
+                # Whatever follows them (a partial frame, or a bad one: its error is raised
+                # with full details) goes through the streaming reader below.
+                limit = reader.max_frame_size
+                frames, pos, error, _ = parse_frames(
+                    data, 0, reader.require_mask, -1 if limit is None else limit
+                )
+                for opcode, fin, rsv, payload in frames:
+                    if self._frame(opcode, fin, rsv, payload, events):
+                        return events  # a close frame: nothing after it is processed
+                if pos == len(data) and not error:
+                    return events
+                if pos:
+                    data = data[pos:]
             for chunk in reader.feed(data):
                 opcode = chunk.opcode
                 if chunk.rsv & ~self._ext_rsv:
@@ -163,6 +190,35 @@ class Connection:
         except ProtocolError as exc:
             self._fail(exc, events)
         return events
+
+    def _frame(self, opcode: int, fin: bool, rsv: int, payload: bytes, events: list[Event]) -> bool:
+        """Handle one whole frame; True when it was a close frame."""
+        if rsv & ~self._ext_rsv:
+            raise ProtocolError("reserved bits set")  # 5.2, as in receive_data
+        if opcode >= 8:
+            if rsv:
+                raise ProtocolError("reserved bits set on a control frame")
+            self._control(opcode, payload, events)
+            return self.close_received is not None
+        if fin and opcode and self._msg_opcode < 0 and self._plain:
+            # A whole message in one frame, none in progress, no extension, not streaming.
+            limit = self.max_message_size
+            if limit is not None and len(payload) > limit:
+                raise PayloadTooBig(len(payload), limit)
+            if opcode == Opcode.TEXT:
+                try:
+                    events.append(Message(payload.decode()))
+                except UnicodeDecodeError:
+                    raise InvalidPayload("invalid UTF-8 in text message") from None
+            else:
+                events.append(Message(payload))
+            return False
+        self._frame_start(opcode, len(payload))
+        if self._extensions:
+            payload = self._decode_extensions(opcode, rsv, payload, True, True, fin)
+            self._check_size(len(payload))
+        self._add_payload(payload, fin, events)
+        return False
 
     def _frame_start(self, opcode: int, length: int) -> None:
         if opcode == Opcode.CONTINUATION:
@@ -307,8 +363,7 @@ class Connection:
 
     def _queue(self, opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> None:
         mask = self.mask_key() if self.side is Side.CLIENT else None
-        self._out.append(serialize_frame(opcode, payload, fin=fin, rsv1=bool(rsv & 0x40),
-                                         mask=mask))
+        self._out.append(build_frame(opcode, payload, fin, rsv, mask))
 
     def _check_open(self) -> None:
         if self.state is not State.OPEN or self.close_sent is not None:
@@ -327,15 +382,22 @@ class Connection:
     ) -> None:
         """Queue a whole message: text for ``str``, binary for bytes-like. ``compress=False``
         sends it uncompressed even when a compression extension is active."""
-        self._check_open()
+        if self.state is not State.OPEN or self.close_sent is not None:
+            self._check_open()
         if self._out_opcode >= 0:
             raise RuntimeError("a fragmented message is being sent; finish it first")
         if isinstance(data, str):
-            self._send_data(Opcode.TEXT, data.encode(), True, compress)
-        elif isinstance(data, (bytes, bytearray, memoryview)):
-            self._send_data(Opcode.BINARY, bytes(data), True, compress)
+            opcode, payload = Opcode.TEXT, data.encode()
+        elif isinstance(data, bytes):
+            opcode, payload = Opcode.BINARY, data
+        elif isinstance(data, (bytearray, memoryview)):
+            opcode, payload = Opcode.BINARY, bytes(data)
         else:
             raise TypeError(f"a message is str or bytes-like, not {type(data).__name__}")
+        if self._extensions:
+            self._send_data(opcode, payload, True, compress)
+        else:
+            self._queue(opcode, payload)
 
     def send_fragment(
         self, data: str | bytes | bytearray | memoryview, last: bool, compress: bool = True

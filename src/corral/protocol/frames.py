@@ -7,9 +7,9 @@ the connection (section 5.1). Nothing here holds connection state.
 from __future__ import annotations
 
 import enum
-import struct
 from typing import NamedTuple
 
+from ..accel import apply_mask, build_frame
 from ..exceptions import InvalidPayload, ProtocolError
 
 __all__ = [
@@ -83,27 +83,6 @@ def is_valid_close_code(code: int) -> bool:
     return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
-def apply_mask(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 0) -> bytes:
-    """XOR ``data`` with the 4-byte ``mask`` (section 5.3), starting ``offset`` bytes into it.
-
-    The offset lets a payload be unmasked piece by piece as it arrives. The XOR runs on one
-    big integer, which in pure Python is far faster than a loop over bytes.
-    """
-    n = len(data)
-    if n == 0:
-        return b""
-    shift = offset & 3
-    if shift:
-        mask = mask[shift:] + mask[:shift]
-    key = (mask * ((n >> 2) + 1))[:n]
-    value = int.from_bytes(data, "little") ^ int.from_bytes(key, "little")
-    return value.to_bytes(n, "little")
-
-
-_PACK_16 = struct.Struct("!BBH").pack
-_PACK_64 = struct.Struct("!BBQ").pack
-
-
 def serialize_frame(
     opcode: int,
     payload: bytes,
@@ -113,18 +92,7 @@ def serialize_frame(
     mask: bytes | None = None,
 ) -> bytes:
     """Encode one frame; ``mask`` is the 4-byte masking key a client must use, or None."""
-    b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
-    n = len(payload)
-    mbit = 0x80 if mask is not None else 0
-    if n < 126:
-        header = bytes((b0, mbit | n))
-    elif n < 65536:
-        header = _PACK_16(b0, mbit | 126, n)
-    else:
-        header = _PACK_64(b0, mbit | 127, n)
-    if mask is None:
-        return header + payload
-    return header + mask + apply_mask(payload, mask)
+    return build_frame(opcode, payload, fin, 0x40 if rsv1 else 0, mask)
 
 
 def serialize_close(code: int | None, reason: str = "") -> bytes:

@@ -227,8 +227,11 @@ class UpgradeInfo:
 
 def _has_token(headers: Headers, name: str, wanted: str) -> bool:
     """Whether the ``name`` fields list ``wanted`` (case-insensitive); ValueError if malformed."""
+    values = headers.get_all(name)
+    if len(values) == 1 and values[0].lower() == wanted:
+        return True  # the usual "Upgrade: websocket" / "Connection: Upgrade"
     parse = _protocol if name == "Upgrade" else _Scanner.token
-    return any(item.lower() == wanted for item in _parse_list(headers.get_all(name), parse))
+    return any(item.lower() == wanted for item in _parse_list(values, parse))
 
 
 def is_websocket_upgrade(request: HTTPRequest) -> bool:

@@ -65,6 +65,8 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in order (several fields may carry one list)."""
         key = name.lower()
+        if key not in self._keys:
+            return []
         return [
             item[1] for field, item in zip(self._keys, self._items, strict=True) if field == key
         ]
@@ -259,7 +261,11 @@ class _BoundedParser:
         view = memoryview(data)
         pos = 0
         while pos < len(data) and not self._stop():
-            end, head = self._next_piece(data, pos)
+            whole = self._whole_head(data, pos)
+            if whole is not None:
+                end, head = whole, False  # the head ends in this piece: no counters to keep
+            else:
+                end, head = self._next_piece(data, pos)
             messages = self._messages
             try:
                 if head:
@@ -292,6 +298,28 @@ class _BoundedParser:
     def _stop(self) -> bool:
         """Whether feeding must stop before the next piece (the message is complete)."""
         return False
+
+    def _whole_head(self, data: bytes, pos: int) -> int | None:
+        """Where a complete head starting at ``pos`` ends, when it can go to llhttp in one
+        piece: every line within the strictest line limit and not too many lines (the same
+        bounds the line-by-line path enforces). The usual handshake takes this path."""
+        limit = self._strictest_line_limit()
+        if limit is None or not self._in_head or self._line_len or self._lines:
+            return None
+        end = data.find(b"\r\n\r\n", pos)
+        if end == -1:
+            return None
+        end += 4
+        lines = data[pos:end].split(b"\n")
+        if len(lines) > self.max_header_count + 4:
+            return None
+        if max(map(len, lines)) > limit + 1:  # + CR
+            return None
+        return end
+
+    def _strictest_line_limit(self) -> int | None:
+        """The smallest line limit, or None to always feed line by line."""
+        return None
 
     def _paused(self, end: int) -> int | None:
         """Where upgraded bytes start when llhttp paused without HttpParserUpgrade."""
@@ -358,6 +386,9 @@ class RequestParser(_BoundedParser):
         if not self._start_line_done:
             return self.max_request_line + _REQUEST_LINE_SLACK, 414
         return self.max_request_line, 431
+
+    def _strictest_line_limit(self) -> int | None:
+        return self.max_request_line
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -486,6 +517,7 @@ class ResponseParser(_BoundedParser):
 
     def _line_limit(self) -> tuple[int, int]:
         return self.max_header_bytes, 431
+
 
     def _stop(self) -> bool:
         return self._complete is not None

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from ..accel import apply_mask
 from ..exceptions import PayloadTooBig, ProtocolError
-from .frames import apply_mask
 
 __all__ = ["Chunk", "FrameReader"]
 
@@ -66,12 +66,24 @@ class FrameReader:
         self._started = False  # the frame's first chunk has been returned
         self._mask: bytes | None = None
 
+    @property
+    def idle(self) -> bool:
+        """Between frames with nothing buffered: the next byte starts a frame."""
+        return self._opcode < 0 and not self._buf and self.error is None
+
     def feed(self, data: bytes) -> list[Chunk]:
         """Add received bytes; return the chunks they complete."""
         if self.error is not None:
             return []
-        buf = self._buf
-        buf += data
+        # Work on the received bytes themselves; only an incomplete header or control frame
+        # (a few bytes) is kept for the next call, so a large payload is never buffered here
+        # nor moved around: each piece is copied once, unmasked on the way.
+        buf: bytes | bytearray = data
+        if self._buf:
+            self._buf += data
+            buf = self._buf
+            self._buf = bytearray()
+        view = memoryview(buf)
         out: list[Chunk] = []
         pos = 0
         end = len(buf)
@@ -94,9 +106,10 @@ class FrameReader:
                     take = remaining if available >= remaining else available
                     if take == 0 and self._started and remaining:
                         break
-                piece = bytes(buf[pos : pos + take])
                 if self._mask is not None:
-                    piece = apply_mask(piece, self._mask, self._offset)
+                    piece = apply_mask(view[pos : pos + take], self._mask, self._offset)
+                else:
+                    piece = bytes(view[pos : pos + take])
                 first = not self._started
                 self._started = True
                 self._offset += take
@@ -108,12 +121,14 @@ class FrameReader:
                 self._opcode = -1
         except ProtocolError as exc:
             self.error = exc
-            buf.clear()
             return out
-        del buf[:pos]
+        finally:
+            view.release()
+        if pos < end:
+            self._buf = bytearray(buf[pos:])
         return out
 
-    def _parse_header(self, buf: bytearray, pos: int, end: int) -> int:
+    def _parse_header(self, buf: bytes | bytearray, pos: int, end: int) -> int:
         """Parse a frame header at ``pos``; return its size, or 0 if it is incomplete."""
         if end - pos < 2:
             return 0

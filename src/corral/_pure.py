@@ -1,0 +1,148 @@
+"""Pure-Python reference of corral's hot framing paths (RFC 6455 sections 5.2 and 5.3).
+
+This module is the source of truth: ``_speedups.c`` implements exactly these functions, with
+the same arguments, results, error codes and error texts, and ``tests/protocol/test_accel.py``
+checks that the two agree on random input. :mod:`corral.accel` picks one of them.
+Keep it readable rather than clever; change behaviour here first, then in the C file.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TypeAlias
+
+__all__ = ["ParsedFrame", "apply_mask", "build_frame", "parse_frames"]
+
+Buffer: TypeAlias = bytes | bytearray | memoryview
+
+#: One parsed frame: (opcode, fin, rsv bits as in the first byte (0x70 mask), payload).
+ParsedFrame: TypeAlias = tuple[int, bool, int, bytes]
+
+_PACK_16 = struct.Struct("!BBH").pack
+_PACK_64 = struct.Struct("!BBQ").pack
+_RESERVED_OPCODES = frozenset({3, 4, 5, 6, 7, 11, 12, 13, 14, 15})
+
+
+def _check_mask(mask: Buffer) -> bytes:
+    mask = bytes(mask)
+    if len(mask) != 4:
+        raise ValueError("mask must be 4 bytes")
+    return mask
+
+
+def apply_mask(data: Buffer, mask: Buffer, offset: int = 0) -> bytes:
+    """XOR ``data`` with the 4-byte ``mask``, starting ``offset`` bytes into the mask.
+
+    5.3: "Octet i of the transformed data is the XOR of octet i of the original data with
+    octet at index i modulo 4 of the masking key." ``offset`` is the index of ``data[0]`` in
+    the frame's payload, so a payload can be unmasked piece by piece as it arrives. The XOR
+    runs on one big integer, which in pure Python is far faster than a loop over bytes.
+    """
+    mask = _check_mask(mask)
+    n = len(memoryview(data).cast("B"))
+    if n == 0:
+        return b""
+    shift = offset & 3
+    if shift:
+        mask = mask[shift:] + mask[:shift]
+    key = (mask * ((n >> 2) + 1))[:n]
+    value = int.from_bytes(data, "little") ^ int.from_bytes(key, "little")
+    return value.to_bytes(n, "little")
+
+
+def build_frame(
+    opcode: int,
+    payload: Buffer,
+    fin: bool = True,
+    rsv: int = 0,
+    mask: Buffer | None = None,
+) -> bytes:
+    """Encode one frame (5.2): header, then the masking key and masked payload if ``mask``.
+
+    ``rsv`` holds the RSV bits in place (0x40 RSV1, 0x20 RSV2, 0x10 RSV3). The payload
+    length takes the shortest form: 7 bits up to 125, 16 bits up to 65535, else 64 bits
+    ("the minimal number of bytes MUST be used to encode the length").
+    """
+    if not 0 <= opcode <= 0xF:
+        raise ValueError("opcode must be in 0..15")
+    if rsv & ~0x70:
+        raise ValueError("rsv must only hold bits 0x70")
+    if mask is not None:
+        mask = _check_mask(mask)
+    payload = bytes(payload)
+    b0 = (0x80 if fin else 0) | rsv | opcode
+    n = len(payload)
+    mbit = 0x80 if mask is not None else 0
+    if n < 126:
+        header = bytes((b0, mbit | n))
+    elif n < 65536:
+        header = _PACK_16(b0, mbit | 126, n)
+    else:
+        header = _PACK_64(b0, mbit | 127, n)
+    if mask is None:
+        return header + payload
+    return header + mask + apply_mask(payload, mask)
+
+
+def parse_frames(
+    buf: Buffer, pos: int, require_mask: bool, max_frame_size: int
+) -> tuple[list[ParsedFrame], int, int, str]:
+    """Parse every complete frame in ``buf`` from ``pos``; payloads come out unmasked.
+
+    Returns ``(frames, new_pos, error_code, error_reason)``. ``new_pos`` is where the first
+    incomplete frame starts (``len(buf)`` if none). ``error_code`` is 0, or the close code of
+    the first bad frame: then ``frames`` holds the good frames before it and ``new_pos``
+    points at it. A header is checked as soon as it is complete, so a frame that is too
+    big is refused before its payload arrives. ``require_mask`` is the side's policy (5.1);
+    ``max_frame_size`` < 0 means no limit.
+    """
+    view = memoryview(buf).cast("B")
+    end = len(view)
+    if not 0 <= pos <= end:
+        raise ValueError("pos out of range")
+    frames: list[ParsedFrame] = []
+    while end - pos >= 2:
+        b0 = view[pos]
+        b1 = view[pos + 1]
+        length = b1 & 0x7F
+        masked = bool(b1 & 0x80)
+        size = 2 + (4 if masked else 0) + (2 if length == 126 else 8 if length == 127 else 0)
+        if end - pos < size:
+            break
+        opcode = b0 & 0x0F
+        fin = bool(b0 & 0x80)
+        if opcode in _RESERVED_OPCODES:
+            # 5.2: "If an unknown opcode is received, the receiving endpoint MUST _Fail_".
+            return frames, pos, 1002, f"reserved opcode {opcode:#x}"
+        if opcode >= 8:
+            # 5.5: "All control frames MUST have a payload length of 125 bytes or less
+            # and MUST NOT be fragmented."
+            if length > 125:
+                return frames, pos, 1002, "control frame too long"
+            if not fin:
+                return frames, pos, 1002, "fragmented control frame"
+        i = pos + 2
+        if length == 126:
+            length = int.from_bytes(view[i : i + 2], "big")
+            i += 2
+        elif length == 127:
+            length = int.from_bytes(view[i : i + 8], "big")
+            i += 8
+            # 5.2: "the most significant bit MUST be 0" in the 64-bit form.
+            if length >> 63:
+                return frames, pos, 1002, "64-bit payload length with the high bit set"
+        if masked != bool(require_mask):
+            # 5.1: a server MUST close on an unmasked client frame; a client on a masked one.
+            reason = "unmasked client frame" if require_mask else "masked server frame"
+            return frames, pos, 1002, reason
+        if 0 <= max_frame_size < length:
+            return frames, pos, 1009, f"frame of {length} bytes, limit is {max_frame_size}"
+        start = pos + size
+        if end - start < length:
+            break
+        payload = bytes(view[start : start + length])
+        if masked:
+            payload = apply_mask(payload, view[i : i + 4])
+        frames.append((opcode, fin, b0 & 0x70, payload))
+        pos = start + length
+    return frames, pos, 0, ""

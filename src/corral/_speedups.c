@@ -1,0 +1,402 @@
+/* corral._speedups: the compiled fast path of corral/_pure.py (RFC 6455 sections 5.2, 5.3).
+ *
+ * _pure.py is the source of truth. Every function here has the same arguments, results,
+ * error codes and error texts as its pure twin; tests/protocol/test_accel.py checks that the
+ * two agree on random input. corral/accel.py picks which one runs.
+ *
+ * No third-party dependencies; CPython C API only. Inputs are taken as Py_buffer, so bytes,
+ * bytearray and memoryview all work without a copy.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ---- masking (5.3) ------------------------------------------------------------------------ */
+
+/* dst[i] = src[i] ^ key[(i + shift) % 4] for i in [0, n). dst and src may be equal.
+ *
+ * The key is rotated by `shift` and repeated into 8 bytes, then applied one uint64_t at a
+ * time. Loads and stores go through memcpy, which is safe at any alignment and compiles to
+ * plain (unaligned) moves; XOR works byte by byte, so the host byte order does not matter.
+ * Four words per iteration give the compiler room to use vector registers. */
+static void
+mask_copy(unsigned char *dst, const unsigned char *src, size_t n, const unsigned char *key,
+          size_t shift)
+{
+    unsigned char k8[8];
+    uint64_t k;
+    size_t i = 0;
+
+    for (size_t j = 0; j < 8; j++)
+        k8[j] = key[(j + shift) & 3];
+    memcpy(&k, k8, 8);
+
+    for (; i + 32 <= n; i += 32) {
+        uint64_t w0, w1, w2, w3;
+        memcpy(&w0, src + i, 8);
+        memcpy(&w1, src + i + 8, 8);
+        memcpy(&w2, src + i + 16, 8);
+        memcpy(&w3, src + i + 24, 8);
+        w0 ^= k;
+        w1 ^= k;
+        w2 ^= k;
+        w3 ^= k;
+        memcpy(dst + i, &w0, 8);
+        memcpy(dst + i + 8, &w1, 8);
+        memcpy(dst + i + 16, &w2, 8);
+        memcpy(dst + i + 24, &w3, 8);
+    }
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, src + i, 8);
+        w ^= k;
+        memcpy(dst + i, &w, 8);
+    }
+    /* i is a multiple of 8 here, so k8[i & 7] continues the same rotation. */
+    for (; i < n; i++)
+        dst[i] = src[i] ^ k8[i & 7];
+}
+
+/* Get a 4-byte mask out of a buffer-supporting object; ValueError if it is not 4 bytes.
+ * On success the caller must PyBuffer_Release(view). */
+static int
+get_mask(PyObject *obj, Py_buffer *view)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (view->len != 4) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_ValueError, "mask must be 4 bytes");
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(apply_mask_doc,
+"apply_mask(data, mask, offset=0) -> bytes\n\n"
+"XOR data with the 4-byte mask, starting offset bytes into it (RFC 6455 5.3).");
+
+static PyObject *
+apply_mask(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"data", "mask", "offset", NULL};
+    Py_buffer data, mask;
+    Py_ssize_t offset = 0;
+    PyObject *mask_obj, *result;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*O|n:apply_mask", kwlist, &data,
+                                     &mask_obj, &offset))
+        return NULL;
+    if (get_mask(mask_obj, &mask) < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    result = PyBytes_FromStringAndSize(NULL, data.len);
+    if (result != NULL)
+        /* (size_t) keeps two's complement, so a negative offset rotates like Python's & 3. */
+        mask_copy((unsigned char *)PyBytes_AS_STRING(result), data.buf, (size_t)data.len,
+                  mask.buf, (size_t)offset & 3);
+    PyBuffer_Release(&mask);
+    PyBuffer_Release(&data);
+    return result;
+}
+
+/* ---- serializing (5.2) -------------------------------------------------------------------- */
+
+/* An int argument; one beyond long range becomes -1, which every caller rejects as out of
+ * range with ValueError, as _pure.py does (rather than OverflowError). */
+static int
+small_int(PyObject *obj, long *out)
+{
+    int overflow;
+    *out = PyLong_AsLongAndOverflow(obj, &overflow);
+    if (*out == -1 && PyErr_Occurred())
+        return -1;
+    if (overflow)
+        *out = -1;
+    return 0;
+}
+
+PyDoc_STRVAR(build_frame_doc,
+"build_frame(opcode, payload, fin=True, rsv=0, mask=None) -> bytes\n\n"
+"Encode one frame (RFC 6455 5.2) in a single allocation; rsv holds the RSV bits in place\n"
+"(0x70 mask); with a 4-byte mask the payload is masked (5.3).");
+
+static PyObject *
+build_frame(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"opcode", "payload", "fin", "rsv", "mask", NULL};
+    int fin = 1;
+    long opcode, rsv = 0;
+    PyObject *opcode_obj, *rsv_obj = NULL, *mask_obj = Py_None, *result = NULL;
+    Py_buffer payload, mask;
+    size_t n, header;
+    unsigned char *out;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Oy*|pOO:build_frame", kwlist, &opcode_obj,
+                                     &payload, &fin, &rsv_obj, &mask_obj))
+        return NULL;
+    mask.buf = NULL;
+    if (small_int(opcode_obj, &opcode) < 0 || (rsv_obj && small_int(rsv_obj, &rsv) < 0))
+        goto done;
+    if (opcode < 0 || opcode > 0xF) {
+        PyErr_SetString(PyExc_ValueError, "opcode must be in 0..15");
+        goto done;
+    }
+    if (rsv & ~0x70) {
+        PyErr_SetString(PyExc_ValueError, "rsv must only hold bits 0x70");
+        goto done;
+    }
+    if (mask_obj != Py_None && get_mask(mask_obj, &mask) < 0) {
+        mask.buf = NULL;
+        goto done;
+    }
+
+    n = (size_t)payload.len;
+    header = 2u + (n < 126 ? 0u : n < 65536 ? 2u : 8u) + (mask.buf != NULL ? 4u : 0u);
+    if (n > (size_t)PY_SSIZE_T_MAX - header) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(header + n));
+    if (result == NULL)
+        goto done;
+    out = (unsigned char *)PyBytes_AS_STRING(result);
+
+    *out++ = (unsigned char)((fin ? 0x80 : 0) | rsv | opcode);
+    {
+        unsigned char mbit = mask.buf != NULL ? 0x80 : 0;
+        if (n < 126) {
+            *out++ = (unsigned char)(mbit | n);
+        } else if (n < 65536) {
+            *out++ = mbit | 126;
+            *out++ = (unsigned char)(n >> 8);
+            *out++ = (unsigned char)n;
+        } else {
+            uint64_t len = (uint64_t)n;
+            *out++ = mbit | 127;
+            for (int shift = 56; shift >= 0; shift -= 8)
+                *out++ = (unsigned char)(len >> shift);
+        }
+    }
+    if (mask.buf != NULL) {
+        memcpy(out, mask.buf, 4);
+        mask_copy(out + 4, payload.buf, n, mask.buf, 0);
+    } else if (n) {
+        memcpy(out, payload.buf, n);
+    }
+
+done:
+    if (mask.buf != NULL)
+        PyBuffer_Release(&mask);
+    PyBuffer_Release(&payload);
+    return result;
+}
+
+/* ---- parsing (5.2) ------------------------------------------------------------------------ */
+
+/* Build the (frames, pos, code, reason) result; steals the references to frames and reason,
+ * either of which may be NULL after a failed allocation. */
+static PyObject *
+parse_result(PyObject *frames, Py_ssize_t pos, int code, PyObject *reason)
+{
+    PyObject *result = NULL, *pos_obj = NULL, *code_obj = NULL;
+
+    if (frames == NULL || reason == NULL)
+        goto error;
+    pos_obj = PyLong_FromSsize_t(pos);
+    code_obj = PyLong_FromLong(code);
+    result = PyTuple_New(4);
+    if (pos_obj == NULL || code_obj == NULL || result == NULL)
+        goto error;
+    PyTuple_SET_ITEM(result, 0, frames);
+    PyTuple_SET_ITEM(result, 1, pos_obj);
+    PyTuple_SET_ITEM(result, 2, code_obj);
+    PyTuple_SET_ITEM(result, 3, reason);
+    return result;
+
+error:
+    Py_XDECREF(result);
+    Py_XDECREF(code_obj);
+    Py_XDECREF(pos_obj);
+    Py_XDECREF(reason);
+    Py_XDECREF(frames);
+    return NULL;
+}
+
+PyDoc_STRVAR(parse_frames_doc,
+"parse_frames(buf, pos, require_mask, max_frame_size) -> (frames, new_pos, code, reason)\n\n"
+"Parse every complete frame in buf from pos (RFC 6455 5.2). frames: list of\n"
+"(opcode, fin, rsv, unmasked payload). code: 0, or 1002/1009 for the first bad frame,\n"
+"which new_pos then points at. max_frame_size < 0: no limit.");
+
+static PyObject *
+parse_frames(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"buf", "pos", "require_mask", "max_frame_size", NULL};
+    Py_buffer view;
+    Py_ssize_t pos;
+    int require_mask, overflow;
+    PyObject *max_obj, *frames;
+    long long max_frame_size;
+    const unsigned char *buf;
+    size_t end, p;
+    int code = 0;
+    PyObject *reason = NULL;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*npO:parse_frames", kwlist, &view, &pos,
+                                     &require_mask, &max_obj))
+        return NULL;
+    /* Any int is accepted; one beyond long long range cannot be reached by a 63-bit length,
+     * so it counts as no limit, as does a negative one. */
+    max_frame_size = PyLong_AsLongLongAndOverflow(max_obj, &overflow);
+    if (max_frame_size == -1 && PyErr_Occurred()) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    if (overflow)
+        max_frame_size = -1;
+    if (pos < 0 || pos > view.len) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "pos out of range");
+        return NULL;
+    }
+    frames = PyList_New(0);
+    if (frames == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+
+    buf = view.buf;
+    end = (size_t)view.len;
+    p = (size_t)pos;
+    while (end - p >= 2) {
+        unsigned b0 = buf[p], b1 = buf[p + 1];
+        unsigned opcode = b0 & 0x0F, fin = b0 & 0x80, masked = b1 & 0x80;
+        uint64_t length = b1 & 0x7F;
+        size_t size = 2u + (masked ? 4u : 0u) + (length == 126 ? 2u : length == 127 ? 8u : 0u);
+        const unsigned char *h;
+        PyObject *payload, *item;
+
+        if (end - p < size)
+            break;
+        /* 5.2: "If an unknown opcode is received, the receiving endpoint MUST _Fail_". */
+        if ((opcode >= 3 && opcode <= 7) || opcode >= 11) {
+            code = 1002;
+            reason = PyUnicode_FromFormat("reserved opcode 0x%x", opcode);
+            break;
+        }
+        /* 5.5: "All control frames MUST have a payload length of 125 bytes or less and MUST
+         * NOT be fragmented." */
+        if (opcode >= 8) {
+            if (length > 125) {
+                code = 1002;
+                reason = PyUnicode_FromString("control frame too long");
+                break;
+            }
+            if (!fin) {
+                code = 1002;
+                reason = PyUnicode_FromString("fragmented control frame");
+                break;
+            }
+        }
+        h = buf + p + 2;
+        if (length == 126) {
+            length = ((uint64_t)h[0] << 8) | h[1];
+            h += 2;
+        } else if (length == 127) {
+            length = 0;
+            for (int j = 0; j < 8; j++)
+                length = (length << 8) | h[j];
+            h += 8;
+            /* 5.2: "the most significant bit MUST be 0" in the 64-bit form. */
+            if (length >> 63) {
+                code = 1002;
+                reason = PyUnicode_FromString("64-bit payload length with the high bit set");
+                break;
+            }
+        }
+        /* 5.1: a server MUST close on an unmasked client frame; a client on a masked one. */
+        if (!masked != !require_mask) {
+            code = 1002;
+            reason = PyUnicode_FromString(require_mask ? "unmasked client frame"
+                                                       : "masked server frame");
+            break;
+        }
+        if (max_frame_size >= 0 && length > (uint64_t)max_frame_size) {
+            code = 1009;
+            reason = PyUnicode_FromFormat("frame of %llu bytes, limit is %lld",
+                                          (unsigned long long)length, max_frame_size);
+            break;
+        }
+        if ((uint64_t)(end - p - size) < length)
+            break;
+
+        /* Complete: copy the payload out, unmasking while copying (5.3). */
+        payload = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)length);
+        if (payload == NULL)
+            goto error;
+        if (masked)
+            mask_copy((unsigned char *)PyBytes_AS_STRING(payload), buf + p + size,
+                      (size_t)length, h, 0);
+        else if (length)
+            memcpy(PyBytes_AS_STRING(payload), buf + p + size, (size_t)length);
+        item = PyTuple_New(4);
+        if (item == NULL) {
+            Py_DECREF(payload);
+            goto error;
+        }
+        /* 0..15, 0/1 and 0..0x70 are cached small ints: these calls cannot fail. */
+        PyTuple_SET_ITEM(item, 0, PyLong_FromLong((long)opcode));
+        PyTuple_SET_ITEM(item, 1, PyBool_FromLong(fin));
+        PyTuple_SET_ITEM(item, 2, PyLong_FromLong((long)(b0 & 0x70)));
+        PyTuple_SET_ITEM(item, 3, payload);
+        if (PyList_Append(frames, item) < 0) {
+            Py_DECREF(item);
+            goto error;
+        }
+        Py_DECREF(item);
+        p += size + (size_t)length;
+    }
+    PyBuffer_Release(&view);
+    if (code == 0)
+        reason = PyUnicode_FromStringAndSize("", 0);
+    return parse_result(frames, (Py_ssize_t)p, code, reason);
+
+error:
+    PyBuffer_Release(&view);
+    Py_DECREF(frames);
+    return NULL;
+}
+
+/* ---- module ------------------------------------------------------------------------------- */
+
+static PyMethodDef speedups_methods[] = {
+    {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_VARARGS | METH_KEYWORDS,
+     apply_mask_doc},
+    {"build_frame", (PyCFunction)(void (*)(void))build_frame, METH_VARARGS | METH_KEYWORDS,
+     build_frame_doc},
+    {"parse_frames", (PyCFunction)(void (*)(void))parse_frames, METH_VARARGS | METH_KEYWORDS,
+     parse_frames_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyModuleDef_Slot speedups_slots[] = {
+    {0, NULL},
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "corral._speedups",
+    .m_doc = "Compiled twins of corral._pure: frame masking, building and parsing.",
+    .m_size = 0,
+    .m_methods = speedups_methods,
+    .m_slots = speedups_slots,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    return PyModuleDef_Init(&speedups_module);
+}

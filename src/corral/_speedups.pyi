@@ -1,0 +1,14 @@
+# Stub of the C extension; the signatures are those of corral._pure, its source of truth.
+from ._pure import Buffer, ParsedFrame
+
+def apply_mask(data: Buffer, mask: Buffer, offset: int = 0) -> bytes: ...
+def build_frame(
+    opcode: int,
+    payload: Buffer,
+    fin: bool = True,
+    rsv: int = 0,
+    mask: Buffer | None = None,
+) -> bytes: ...
+def parse_frames(
+    buf: Buffer, pos: int, require_mask: bool, max_frame_size: int
+) -> tuple[list[ParsedFrame], int, int, str]: ...
