@@ -13,6 +13,8 @@ from .protocol.http11 import Headers, HTTPRequest
 
 __all__ = ["Request", "Response"]
 
+_NO_PARAMS: dict[str, str] = {}  # shared by requests without path parameters: never mutated
+
 
 class Request:
     """An HTTP request as the application sees it: path, query, headers, cookies, peer.
@@ -33,7 +35,7 @@ class Request:
         self.http = http
         self.peer = peer
         self.upgrade = upgrade
-        self.path_params = path_params or {}
+        self.path_params = path_params if path_params else _NO_PARAMS
         self._query: dict[str, list[str]] | None = None
         self._cookies: dict[str, str] | None = None
 

@@ -35,6 +35,38 @@ _REQUEST_LINE_SLACK = 32
 _MAX_REASON = 80
 
 
+# Header names, and short values such as "websocket" or "Upgrade", come again on every
+# connection: one shared str for each (bounded) keeps a held request small (an idle
+# WebSocket keeps its upgrade request for ws.request).
+_SHARED: dict[bytes, str] = {}
+_SHARED_LOWER: dict[str, str] = {}
+_SHARED_MAX = 512
+# Fields whose values repeat from one connection to the next (not the key, nor cookies).
+_REPEATING = frozenset({
+    "host", "upgrade", "connection", "origin", "sec-websocket-version", "user-agent",
+    "sec-websocket-extensions", "sec-websocket-protocol", "pragma", "cache-control",
+    "accept-encoding", "accept-language",
+})
+
+
+def _text(raw: bytes) -> str:
+    text = _SHARED.get(raw)
+    if text is None:
+        text = raw.decode("latin-1")
+        if len(raw) <= 128 and len(_SHARED) < _SHARED_MAX:
+            _SHARED[raw] = text
+    return text
+
+
+def _lower(name: str) -> str:
+    key = _SHARED_LOWER.get(name)
+    if key is None:
+        key = name.lower()
+        if len(_SHARED_LOWER) < _SHARED_MAX:
+            _SHARED_LOWER[name] = key
+    return key
+
+
 class Headers:
     """Ordered, case-insensitive multi-map of header fields that keeps the original case.
 
@@ -53,6 +85,11 @@ class Headers:
         """Append a field; earlier fields of the same name are kept."""
         self._items.append((name, value))
         self._keys.append(name.lower())
+
+    def add_shared(self, name: str, value: str) -> None:
+        """``add`` with the lowercased name shared between messages (see ``_lower``)."""
+        self._items.append((name, value))
+        self._keys.append(_lower(name))
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
@@ -191,7 +228,11 @@ class _BoundedParser:
         self._header_bytes += len(name) + len(value)
         if self._header_bytes > self.max_header_bytes:
             self._fail(self._error("header fields too large", 431))
-        self._headers.add(name.decode("latin-1"), value.decode("latin-1").strip(" \t"))
+        text = _text(name)
+        if _lower(text) in _REPEATING:
+            self._headers.add_shared(text, _text(value).strip(" \t"))
+        else:
+            self._headers.add_shared(text, value.decode("latin-1").strip(" \t"))
 
     def on_headers_complete(self) -> None:
         self._in_head = False

@@ -57,7 +57,7 @@ class FrameReader:
         self.require_mask = require_mask
         self.max_frame_size = max_frame_size
         self.error: ProtocolError | None = None
-        self._buf = bytearray()
+        self._buf: bytearray | None = None  # an incomplete header kept between reads
         self._opcode = -1  # -1: waiting for a header
         self._fin = True
         self._rsv = 0
@@ -82,7 +82,7 @@ class FrameReader:
         if self._buf:
             self._buf += data
             buf = self._buf
-            self._buf = bytearray()
+            self._buf = None
         view = memoryview(buf)
         out: list[Chunk] = []
         pos = 0
