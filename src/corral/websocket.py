@@ -209,8 +209,20 @@ class WebSocket(Timers, asyncio.Protocol):
         if self._busy or self._paused or self._backlog:
             self._defer(events)
             return
+        message = ev.Message
+        on_message = self.handler.on_message
         for i, event in enumerate(events):
-            self._handle_event(event)
+            if type(event) is message and self._closing_kind is not CloseKind.CRASH:
+                # The hot path: _dispatch(on_message, ...) written out.
+                try:
+                    result = on_message(self, event.data)
+                except Exception as exc:
+                    self._crash(exc)
+                    result = None
+                if result is not None:
+                    self._handled(result)
+            else:
+                self._handle_event(event)
             if self._busy or self._paused:
                 self._defer(events[i + 1 :])
                 return
@@ -268,8 +280,11 @@ class WebSocket(Timers, asyncio.Protocol):
         except Exception as exc:
             self._crash(exc)
             return
-        if result is None:
-            return
+        if result is not None:
+            self._handled(result)
+
+    def _handled(self, result: Any) -> None:
+        """Act on what a callback returned: commands, or an awaitable to run first."""
         if inspect.isawaitable(result):
             self._busy = True
             self._update_reading()
@@ -371,9 +386,10 @@ class WebSocket(Timers, asyncio.Protocol):
     def send(self, message: str | bytes, compress: bool = True) -> bool:
         """Send a message (text for ``str``). Returns False, sending nothing, once closing.
         ``compress=False`` skips compression for this message."""
-        if not self.open:
+        conn = self.conn
+        if conn.state is not State.OPEN or conn.close_sent is not None:
             return False
-        self.conn.send_message(message, compress)
+        conn.send_message(message, compress)
         if not self._corked:
             self._flush()
         return True
@@ -507,6 +523,18 @@ class WebSocket(Timers, asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
+        if conn.state is State.OPEN and not conn.close_owed:
+            # The usual case: nothing about closing to decide.
+            data = conn.data_to_send()
+            if data and not transport.is_closing():
+                transport.write(data[0] if len(data) == 1 else b"".join(data))
+            if self._eof:
+                self._flush_closing(transport)
+            return
+        self._flush_closing(transport)
+
+    def _flush_closing(self, transport: asyncio.Transport) -> None:
+        conn = self.conn
         # A close owed to the peer waits while the handler still answers earlier events,
         # for ANSWER_GRACE at most: the peer's close must be answered even if they never are.
         hold = self._busy or self._hold_for_app or (bool(self._backlog) and not self._paused)
