@@ -15,6 +15,7 @@ import re
 import zlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ...exceptions import InvalidPayload, NegotiationError, PayloadTooBig, ProtocolError
 from ..frames import Opcode
@@ -276,15 +277,12 @@ def _parse(offer: ExtensionOffer, *, response: bool) -> _Params:
 # -- the extension -------------------------------------------------------------------------------
 
 
-class PerMessageDeflate(Extension):
-    """permessage-deflate on one connection, with the negotiated values.
+class DeflateExtension(Extension):
+    """What both deflate extensions hold for one connection: the negotiated values and
+    the lazily created zlib objects. ``local_*`` apply to what this endpoint compresses,
+    ``remote_*`` to what it inflates; ``enabled`` toggles compression of what is sent after
+    the change (Cowboy's ``{deflate, false}``); what arrives is always inflated."""
 
-    ``local_*`` apply to what this endpoint sends, ``remote_*`` to what the peer sends.
-    ``enabled`` may be switched at run time: it decides for the messages that start after
-    the change (Cowboy's ``{deflate, false}``); received messages are always inflated.
-    """
-
-    name = "permessage-deflate"
     rsv_bits = RSV1
 
     def __init__(
@@ -314,17 +312,28 @@ class PerMessageDeflate(Extension):
         self.enabled = True
         self._deflater = Deflater(level, mem_level, local_max_window_bits)
         self._inflater = Inflater(remote_max_window_bits)
-        self._compressing = False  # the message being sent is compressed
-        self._inflating = False  # the message being received is compressed
+        self._inflating = False  # what is being received is compressed
 
     def __repr__(self) -> str:
         side = "server" if self.is_server else "client"
         return (
-            f"<PerMessageDeflate {side} local_max_window_bits={self.local_max_window_bits}"
+            f"<{type(self).__name__} {side} {self.name}"
+            f" local_max_window_bits={self.local_max_window_bits}"
             f" remote_max_window_bits={self.remote_max_window_bits}"
             f" local_no_context_takeover={self.local_no_context_takeover}"
             f" remote_no_context_takeover={self.remote_no_context_takeover}>"
         )
+
+
+class PerMessageDeflate(DeflateExtension):
+    """permessage-deflate on one connection (RFC 7692): a message is compressed or not
+    as a whole, decided on its first frame."""
+
+    name = "permessage-deflate"
+
+    def __init__(self, is_server: bool, **negotiated: Any) -> None:
+        super().__init__(is_server, **negotiated)
+        self._compressing = False  # the message being sent is compressed
 
     def decode(
         self,

@@ -28,16 +28,15 @@ frame, since each frame is compressed or not on its own.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from ...exceptions import NegotiationError
 from ..handshake import ExtensionOffer
-from .base import Extension, ExtensionFactory
+from .base import ExtensionFactory
 from .permessage_deflate import (
     RSV1,
-    Deflater,
+    DeflateExtension,
     DeflateSettings,
-    Inflater,
-    check_settings,
     flag,
     parse_params,
     window_bits,
@@ -62,52 +61,15 @@ def _parse(offer: ExtensionOffer) -> tuple[int, bool]:
     return bits, flag(found, NO_CONTEXT_TAKEOVER)
 
 
-class WebkitDeflateFrame(Extension):
-    """deflate-frame on one connection. ``local_*`` govern the frames this endpoint
-    compresses, ``remote_*`` those it inflates; ``enabled`` toggles compression of the
-    frames sent after the change."""
-
-    rsv_bits = RSV1
+class WebkitDeflateFrame(DeflateExtension):
+    """deflate-frame on one connection: every frame is compressed or not on its own.
+    ``name`` may be the prefixed or the unprefixed draft name."""
 
     def __init__(
-        self,
-        is_server: bool,
-        *,
-        local_max_window_bits: int = 15,
-        remote_max_window_bits: int = 15,
-        local_no_context_takeover: bool = False,
-        remote_no_context_takeover: bool = False,
-        level: int = 6,
-        mem_level: int = 5,
-        threshold: int = 64,
-        name: str = WEBKIT_DEFLATE_FRAME,
+        self, is_server: bool, *, name: str = WEBKIT_DEFLATE_FRAME, **negotiated: Any
     ) -> None:
-        check_settings(
-            level=level,
-            mem_level=mem_level,
-            window_bits=(local_max_window_bits, remote_max_window_bits),
-            threshold=threshold,
-        )
+        super().__init__(is_server, **negotiated)
         self.name = name
-        self.is_server = is_server
-        self.local_max_window_bits = local_max_window_bits
-        self.remote_max_window_bits = remote_max_window_bits
-        self.local_no_context_takeover = local_no_context_takeover
-        self.remote_no_context_takeover = remote_no_context_takeover
-        self.threshold = threshold
-        self.enabled = True
-        self._deflater = Deflater(level, mem_level, local_max_window_bits)
-        self._inflater = Inflater(remote_max_window_bits)
-        self._inflating = False  # the frame being received is compressed
-
-    def __repr__(self) -> str:
-        side = "server" if self.is_server else "client"
-        return (
-            f"<WebkitDeflateFrame {side} {self.name} local_max_window_bits="
-            f"{self.local_max_window_bits} remote_max_window_bits={self.remote_max_window_bits}"
-            f" local_no_context_takeover={self.local_no_context_takeover}"
-            f" remote_no_context_takeover={self.remote_no_context_takeover}>"
-        )
 
     def decode(
         self,
