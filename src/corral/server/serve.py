@@ -200,6 +200,29 @@ class serve:
         await self._server.close()
 
 
+# glibc malloc parameters (mallopt): a freed large message would otherwise shrink the heap
+# and the next one grow it again, page-faulting every page in (half of the server CPU of a
+# 1 MiB echo, measured). Kept for a server process: it holds up to TRIM of freed memory.
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+MALLOC_TUNING = {_M_TRIM_THRESHOLD: 64 << 20, _M_TOP_PAD: 16 << 20, _M_MMAP_THRESHOLD: 32 << 20}
+
+
+def tune_malloc() -> bool:
+    """Keep freed large buffers in the heap (glibc only); say whether it was done."""
+    try:
+        import ctypes
+        import ctypes.util
+
+        name = ctypes.util.find_library("c")
+        if name is None:
+            return False
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return all(mallopt(param, value) == 1 for param, value in MALLOC_TUNING.items())
+
+
 def install_uvloop() -> bool:
     """Use uvloop's event loop policy when it is installed; say whether it is."""
     try:
@@ -218,11 +241,17 @@ def run(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     use_uvloop: bool = True,
+    malloc_tuning: bool = True,
     **kwargs: Any,
 ) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM, then shut down gracefully (close 1001)."""
+    """Serve ``app`` until SIGINT or SIGTERM, then shut down gracefully (close 1001).
+
+    ``malloc_tuning`` (glibc): keep up to 64 MiB of freed memory in the heap rather than
+    handing it back after every large message (see ``tune_malloc``)."""
     if use_uvloop:
         install_uvloop()
+    if malloc_tuning:
+        tune_malloc()
     ssl = ssl_context(tls_cert, tls_key) if tls_cert else None
 
     async def main() -> None:
