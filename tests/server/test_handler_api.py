@@ -11,13 +11,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import gc
-import logging
 import os
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,6 +25,9 @@ from corral import CloseKind, CloseReason
 from corral.protocol.frames import Opcode, serialize_frame
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+pytestmark = pytest.mark.usefixtures("clean_logs", "no_leftover_tasks")
+
 
 
 class Recorder(corral.Handler):
@@ -139,31 +140,8 @@ def close_payload(code: int, reason: str = "") -> bytes:
     return code.to_bytes(2, "big") + reason.encode()
 
 
-@pytest.fixture
-def crash_expected() -> None:
-    """Requested by tests where a handler crashes on purpose: its report is the one error."""
 
 
-@pytest.fixture(autouse=True)
-def no_unexpected_errors(
-    caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest
-) -> Any:
-    caplog.set_level(logging.WARNING)
-    yield
-    gc.collect()  # a task that failed unobserved reports itself when collected
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    if "crash_expected" in request.fixturenames:
-        errors = [r for r in errors if not r.getMessage().endswith("crashed")]
-    assert not errors, [r.getMessage() for r in errors]
-
-
-@pytest.fixture(autouse=True)
-async def no_leftover_tasks() -> AsyncIterator[None]:
-    yield
-    for _ in range(3):
-        await asyncio.sleep(0)
-    leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    assert not leftovers
 
 
 # -- the upgrade decision ------------------------------------------------------------------------

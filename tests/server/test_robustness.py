@@ -10,12 +10,11 @@ import asyncio
 import base64
 import contextlib
 import gc
-import logging
 import os
 import socket
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,32 +28,12 @@ MiB = 1 << 20
 
 # -- fixtures ----------------------------------------------------------------------------------
 
-
-@pytest.fixture
-def crash_expected() -> None:
-    """Requested by tests where a handler crashes on purpose: its report is the one error."""
+pytestmark = pytest.mark.usefixtures("clean_logs", "no_leftover_tasks")
 
 
-@pytest.fixture(autouse=True)
-def no_unexpected_errors(
-    caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest
-) -> Any:
-    caplog.set_level(logging.WARNING)
-    yield
-    gc.collect()  # a task that failed unobserved reports itself when collected
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    if "crash_expected" in request.fixturenames:
-        errors = [r for r in errors if not r.getMessage().endswith("crashed")]
-    assert not errors, [r.getMessage() for r in errors]
 
 
-@pytest.fixture(autouse=True)
-async def no_leftover_tasks() -> AsyncIterator[None]:
-    yield
-    for _ in range(3):
-        await asyncio.sleep(0)
-    leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    assert not leftovers, leftovers
+
 
 
 # -- helpers -----------------------------------------------------------------------------------

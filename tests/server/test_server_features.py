@@ -7,11 +7,9 @@ import asyncio
 import base64
 import contextlib
 import datetime
-import gc
 import importlib.util
 import ipaddress
 import json
-import logging
 import os
 import ssl
 import subprocess
@@ -27,6 +25,9 @@ from corral.protocol.frames import Opcode, serialize_frame
 from corral.server.serve import ssl_context
 
 # -- helpers --------------------------------------------------------------------------------------
+
+pytestmark = pytest.mark.usefixtures("clean_logs", "no_leftover_tasks")
+
 
 
 class Echo(corral.Handler):
@@ -105,30 +106,8 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 2.0) -> Non
         await asyncio.sleep(0.01)
 
 
-@pytest.fixture
-def errors_expected() -> None:
-    """Requested by tests where an application error is logged on purpose."""
 
 
-@pytest.fixture(autouse=True)
-def no_unexpected_errors(
-    caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest
-) -> Any:
-    caplog.set_level(logging.WARNING)
-    yield
-    gc.collect()
-    if "errors_expected" not in request.fixturenames:
-        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-        assert not errors, [r.getMessage() for r in errors]
-
-
-@pytest.fixture(autouse=True)
-async def no_leftover_tasks() -> AsyncIterator[None]:
-    yield
-    for _ in range(3):
-        await asyncio.sleep(0)
-    leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    assert not leftovers
 
 
 # -- HTTP routes ----------------------------------------------------------------------------------
