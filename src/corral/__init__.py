@@ -41,6 +41,7 @@ from .handler import (
 )
 from .options import COMPRESSION_PRESETS, DeflateSettings, Options
 from .protocol.frames import CloseCode
+from .pubsub import Topics
 from .request import Request, Response
 from .server import Router, Server, StaticFiles, run, serve
 from .websocket import WebSocket
@@ -86,6 +87,7 @@ __all__ = [
     "SetOptions",
     "StaticFiles",
     "Text",
+    "Topics",
     "UnsupportedVersion",
     "WebSocket",
     "__version__",

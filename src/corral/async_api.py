@@ -120,6 +120,26 @@ class AsyncWebSocket(Handler):
     def close_code(self) -> int | None:
         return self._closed.code if self._closed else None
 
+    # Topics (server side): see WebSocket.subscribe.
+
+    def _session(self) -> WebSocket:
+        if self.ws is None:
+            raise RuntimeError("the connection is not open yet")
+        return self.ws
+
+    def subscribe(self, topic: str) -> bool:
+        return self._session().subscribe(topic)
+
+    def unsubscribe(self, topic: str) -> bool:
+        return self._session().unsubscribe(topic)
+
+    @property
+    def topics(self) -> frozenset[str]:
+        return self.ws.topics if self.ws else frozenset()
+
+    def publish(self, topic: str, message: str | bytes) -> int:
+        return self._session().publish(topic, message)
+
     async def recv(self) -> str | bytes:
         """The next message; raises ConnectionClosed once the connection is over."""
         while not self._messages:

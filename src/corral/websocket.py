@@ -13,7 +13,7 @@ import inspect
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .exceptions import PayloadTooBig
 from .handler import (
@@ -37,6 +37,9 @@ from .protocol.connection import Connection, Side, State
 from .protocol.frames import CloseCode, serialize_close
 from .request import Request
 from .timers import Timers
+
+if TYPE_CHECKING:
+    from .pubsub.topics import Message, Topics
 
 __all__ = ["WebSocket"]
 
@@ -73,7 +76,9 @@ class WebSocket(Timers, asyncio.Protocol):
         "_loop",
         "_on_finish",
         "_paused",
+        "_pubsub",
         "_reading",
+        "_topics",
         "_track_task",
         "_write_paused",
         "conn",
@@ -94,6 +99,7 @@ class WebSocket(Timers, asyncio.Protocol):
         subprotocol: str | None = None,
         on_finish: Callable[[WebSocket], None] | None = None,
         track_task: Callable[[asyncio.Task[Any]], None] | None = None,
+        pubsub: Callable[[], Topics] | None = None,
     ) -> None:
         self.conn = conn
         self.handler = handler
@@ -104,6 +110,8 @@ class WebSocket(Timers, asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_finish = on_finish
         self._track_task = track_task
+        self._pubsub = pubsub  # the server's topics (made on first use); None on a client
+        self._topics: set[str] | None = None  # this connection's, while it has any
         self._callback_task: asyncio.Task[None] | None = None
         self._reading = True  # the transport is being read (see _update_reading)
         self._eof = False  # the peer half-closed while we still owed it frames
@@ -394,6 +402,18 @@ class WebSocket(Timers, asyncio.Protocol):
             self._flush()
         return True
 
+    def send_frame(self, frame: bytes) -> bool:
+        """Send a data frame built elsewhere (a published message, framed once for all its
+        subscribers), in order with what this connection sends. Returns False, sending
+        nothing, once closing or while a fragmented message is being sent."""
+        conn = self.conn
+        if conn.state is not State.OPEN or conn.close_sent is not None or conn.sending_fragmented:
+            return False
+        conn.queue_frame(frame)
+        if not self._corked:
+            self._flush()
+        return True
+
     def send_fragment(self, data: str | bytes, last: bool = False, compress: bool = True) -> bool:
         """Send one fragment of a message; the first fragment's type is the message's."""
         if not self.open:
@@ -438,6 +458,55 @@ class WebSocket(Timers, asyncio.Protocol):
             self._update_reading()
             if self._backlog and not self._busy:
                 self._loop.call_soon(self._drain_backlog)  # type: ignore[union-attr]
+
+    # -- topics -------------------------------------------------------------------------------
+
+    def _server_topics(self) -> Topics:
+        if self._pubsub is None:
+            raise RuntimeError("topics belong to a server: a client connection has none")
+        return self._pubsub()
+
+    def subscribe(self, topic: str) -> bool:
+        """Receive what is published to ``topic`` until ``unsubscribe`` or the end of the
+        connection. Returns False if already subscribed, or the connection has ended."""
+        if not isinstance(topic, str):
+            raise TypeError(f"a topic is a str, not {type(topic).__name__}")
+        topics = self._server_topics()
+        if self._finished is not None:
+            return False
+        if self._topics is None:
+            self._topics = set()
+        elif topic in self._topics:
+            return False
+        self._topics.add(topic)
+        topics.add(topic, self)
+        return True
+
+    def unsubscribe(self, topic: str) -> bool:
+        """Stop receiving ``topic``; False if not subscribed to it."""
+        if not self._topics or topic not in self._topics:
+            return False
+        self._topics.discard(topic)
+        self._server_topics().discard(topic, self)
+        return True
+
+    @property
+    def topics(self) -> frozenset[str]:
+        """The topics this connection is subscribed to."""
+        return frozenset(self._topics) if self._topics else frozenset()
+
+    def publish(self, topic: str, message: Message) -> int:
+        """Publish to every subscriber of ``topic`` on this connection's server (this one
+        included, if subscribed); return how many it was written to."""
+        return self._server_topics().publish(topic, message)
+
+    def _leave_topics(self) -> None:
+        own = self._topics
+        if own and self._pubsub is not None:
+            self._topics = None
+            topics = self._pubsub()
+            for topic in own:
+                topics.discard(topic, self)
 
     @property
     def extensions(self) -> tuple[str, ...]:
@@ -605,6 +674,8 @@ class WebSocket(Timers, asyncio.Protocol):
         self._cancel_timers()
         reason = self._close_reason()
         self._finished = reason
+        if self._topics:
+            self._leave_topics()  # nothing more is written to a connection that is gone
         self._backlog = None
         task = self._callback_task
         if task is not None and not task.done():

@@ -399,6 +399,22 @@ class Connection:
         else:
             self._queue(opcode, payload)
 
+    def queue_frame(self, frame: bytes) -> None:
+        """Queue a whole data frame built elsewhere (a published message, framed once for
+        every subscriber). Unmasked, so server side only; not inside a fragmented message
+        (5.4: its fragments must not be interleaved with another message's)."""
+        self._check_open()
+        if self.side is Side.CLIENT:
+            raise RuntimeError("a client must mask its frames (5.3): no prebuilt frames")
+        if self._out_opcode >= 0:
+            raise RuntimeError("a fragmented message is being sent; finish it first")
+        self._out.append(frame)
+
+    @property
+    def sending_fragmented(self) -> bool:
+        """A fragmented message is being sent: no other message may go out before its end."""
+        return self._out_opcode >= 0
+
     def send_fragment(
         self, data: str | bytes | bytearray | memoryview, last: bool, compress: bool = True
     ) -> None:

@@ -300,7 +300,8 @@ class HttpProtocol(asyncio.Protocol):
         )
         ws = WebSocket(conn, handler, options, request=req, subprotocol=decision.subprotocol,
                        on_finish=self.server._websocket_finished,
-                       track_task=self.server._track_task)
+                       track_task=self.server._track_task,
+                       pubsub=self.server._get_topics)
         transport.set_write_buffer_limits(high=options.write_limit)
         self._cancel_timer()
         self.server._http_connections.discard(self)

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..options import Options
 from ..protocol.frames import CloseCode
+from ..pubsub.topics import Message, Topics
 from ..websocket import WebSocket
 from .http import HttpProtocol
 from .router import App, Router, as_router
@@ -40,6 +41,7 @@ class Server:
         self._http_connections: set[HttpProtocol] = set()
         self._tasks: set[asyncio.Task[Any]] = set()  # tasks of connections (ws.create_task)
         self._closed: asyncio.Event | None = None
+        self._topics: Topics | None = None  # made when a connection first subscribes
 
     async def _start(
         self,
@@ -88,6 +90,28 @@ class Server:
     def connections(self) -> frozenset[WebSocket]:
         """The open WebSocket connections."""
         return frozenset(self._websockets)
+
+    @property
+    def topics(self) -> Topics:
+        """The pub/sub topics of this server's connections (``ws.subscribe``)."""
+        return self._get_topics()
+
+    def _get_topics(self) -> Topics:
+        if self._topics is None:
+            self._topics = Topics()
+        return self._topics
+
+    def publish(self, topic: str, message: Message) -> int:
+        """Send ``message`` (text for ``str``, binary for bytes-like) to every open
+        subscriber of ``topic``, framed once; return how many it was written to."""
+        return self._get_topics().publish(topic, message)
+
+    def subscriber_count(self, topic: str) -> int:
+        return self._topics.subscriber_count(topic) if self._topics is not None else 0
+
+    def topic_names(self) -> frozenset[str]:
+        """The topics with at least one subscriber."""
+        return self._topics.names() if self._topics is not None else frozenset()
 
     def _websocket_finished(self, ws: WebSocket) -> None:
         self._websockets.discard(ws)
