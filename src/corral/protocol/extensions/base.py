@@ -70,6 +70,17 @@ class ExtensionFactory:
         """Server side: answer a client offer, or None to decline it (not an error)."""
         return None
 
+    def accept_first(
+        self, offers: Sequence[ExtensionOffer]
+    ) -> tuple[ExtensionOffer, Extension] | None:
+        """Server side: the first acceptable offer among ``offers``, in the client's order
+        of preference (RFC 7692 section 5), or None."""
+        for offer in offers:
+            accepted = self.accept(offer)
+            if accepted is not None:
+                return accepted
+        return None
+
     def offer(self) -> ExtensionOffer:
         """Client side: what to offer."""
         from ..handshake import ExtensionOffer

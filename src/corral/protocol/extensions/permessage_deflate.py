@@ -15,7 +15,7 @@ import re
 import zlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ...exceptions import InvalidPayload, NegotiationError, PayloadTooBig, ProtocolError
 from ..frames import Opcode
@@ -325,6 +325,9 @@ class DeflateExtension(Extension):
         )
 
 
+_E = TypeVar("_E", bound="DeflateExtension")
+
+
 class PerMessageDeflate(DeflateExtension):
     """permessage-deflate on one connection (RFC 7692): a message is compressed or not
     as a whole, decided on its first frame."""
@@ -389,19 +392,20 @@ class PerMessageDeflate(DeflateExtension):
 # -- negotiation ---------------------------------------------------------------------------------
 
 
-class PerMessageDeflateFactory(ExtensionFactory):
-    """Negotiates permessage-deflate from :class:`DeflateSettings`, on either side."""
+class DeflateFactory(ExtensionFactory, Generic[_E]):
+    """What the two deflate factories share: the settings, and building the extension
+    from the negotiated values."""
 
-    name = "permessage-deflate"
+    extension_type: type[_E]
 
     def __init__(self, settings: DeflateSettings | None = None) -> None:
         self.settings = settings if settings is not None else DeflateSettings()
 
     def _extension(
         self, is_server: bool, local_bits: int, remote_bits: int, local_nct: bool, remote_nct: bool
-    ) -> PerMessageDeflate:
+    ) -> _E:
         s = self.settings
-        return PerMessageDeflate(
+        extension = self.extension_type(
             is_server,
             local_max_window_bits=local_bits,
             remote_max_window_bits=remote_bits,
@@ -411,6 +415,15 @@ class PerMessageDeflateFactory(ExtensionFactory):
             mem_level=s.mem_level,
             threshold=s.threshold,
         )
+        extension.name = self.name
+        return extension
+
+
+class PerMessageDeflateFactory(DeflateFactory[PerMessageDeflate]):
+    """Negotiates permessage-deflate from :class:`DeflateSettings`, on either side."""
+
+    name = "permessage-deflate"
+    extension_type = PerMessageDeflate
 
     # -- server side --
 
@@ -460,17 +473,6 @@ class PerMessageDeflateFactory(ExtensionFactory):
                 response.append((CLIENT_MAX_WINDOW_BITS, str(remote_bits)))
         extension = self._extension(True, local_bits, remote_bits, local_nct, remote_nct)
         return ExtensionOffer(self.name, tuple(response)), extension
-
-    def accept_first(
-        self, offers: Sequence[ExtensionOffer]
-    ) -> tuple[ExtensionOffer, PerMessageDeflate] | None:
-        """The first acceptable permessage-deflate offer among ``offers`` (section 5: "the
-        order of elements ... specifies the client's preference"), or None."""
-        for offer in offers:
-            accepted = self.accept(offer)
-            if accepted is not None:
-                return accepted
-        return None
 
     # -- client side --
 

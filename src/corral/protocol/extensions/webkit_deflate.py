@@ -32,10 +32,10 @@ from typing import Any
 
 from ...exceptions import NegotiationError
 from ..handshake import ExtensionOffer
-from .base import ExtensionFactory
 from .permessage_deflate import (
     RSV1,
     DeflateExtension,
+    DeflateFactory,
     DeflateSettings,
     flag,
     parse_params,
@@ -105,31 +105,17 @@ class WebkitDeflateFrame(DeflateExtension):
         return payload, RSV1
 
 
-class WebkitDeflateFactory(ExtensionFactory):
+class WebkitDeflateFactory(DeflateFactory[WebkitDeflateFrame]):
     """Negotiates deflate-frame from :class:`DeflateSettings` (mapping in the module
     docstring). ``name`` may be ``"deflate-frame"`` for the unprefixed draft name."""
+
+    extension_type = WebkitDeflateFrame
 
     def __init__(
         self, settings: DeflateSettings | None = None, *, name: str = WEBKIT_DEFLATE_FRAME
     ) -> None:
-        self.settings = settings if settings is not None else DeflateSettings()
+        super().__init__(settings)
         self.name = name
-
-    def _extension(
-        self, is_server: bool, local_bits: int, remote_bits: int, local_nct: bool, remote_nct: bool
-    ) -> WebkitDeflateFrame:
-        s = self.settings
-        return WebkitDeflateFrame(
-            is_server,
-            local_max_window_bits=local_bits,
-            remote_max_window_bits=remote_bits,
-            local_no_context_takeover=local_nct,
-            remote_no_context_takeover=remote_nct,
-            level=s.level,
-            mem_level=s.mem_level,
-            threshold=s.threshold,
-            name=self.name,
-        )
 
     # -- server side --
 
@@ -156,16 +142,6 @@ class WebkitDeflateFactory(ExtensionFactory):
             True, local_bits, s.client_max_window_bits, local_nct, s.client_no_context_takeover
         )
         return ExtensionOffer(self.name, tuple(response)), extension
-
-    def accept_first(
-        self, offers: Sequence[ExtensionOffer]
-    ) -> tuple[ExtensionOffer, WebkitDeflateFrame] | None:
-        """The first acceptable offer of this extension among ``offers``, or None."""
-        for offer in offers:
-            accepted = self.accept(offer)
-            if accepted is not None:
-                return accepted
-        return None
 
     # -- client side --
 
