@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from .exceptions import ConnectionClosed, ConnectionClosedOK, closed_error
@@ -184,21 +184,15 @@ class AsyncWebSocket(Handler):
             raise closed_error(1006)
         previous: str | bytes | None = None
         started = False
+        pieces = fragments if hasattr(fragments, "__aiter__") else _as_async(fragments)
         try:
-            if hasattr(fragments, "__aiter__"):
-                async for piece in fragments:
-                    if previous is not None:
-                        self._send_fragment(ws, previous, False)
-                        started = True
-                        await ws.drain()
-                    previous = piece
-            else:
-                for piece in fragments:
-                    if previous is not None:
-                        self._send_fragment(ws, previous, False)
-                        started = True
-                        await ws.drain()
-                    previous = piece
+            async for piece in pieces:
+                # Each piece goes out once the next one is known, so the last is marked fin.
+                if previous is not None:
+                    self._send_fragment(ws, previous, False)
+                    started = True
+                    await ws.drain()
+                previous = piece
             if previous is None:
                 raise ValueError("a message needs at least one fragment")
             self._send_fragment(ws, previous, True)
@@ -236,6 +230,11 @@ class AsyncWebSocket(Handler):
     async def wait_closed(self) -> CloseReason:
         assert self.ws is not None
         return await self.ws.wait_closed()
+
+
+async def _as_async(items: Iterable[Any]) -> AsyncIterator[Any]:
+    for item in items:
+        yield item
 
 
 class CoroutineHandler(AsyncWebSocket):
