@@ -247,22 +247,26 @@ class HttpProtocol(asyncio.Protocol):
             return None
         assert route.websocket is not None
         # Cross-site WebSocket hijacking: refused before the handler runs any of its code.
-        policy = Options.merge(self.server.options, route.options).allowed_origins
-        if not origin_allowed(info.origin, info.host, policy):
+        route_options = Options.merge(self.server.options, route.options)
+        if not origin_allowed(info.origin, info.host, route_options.allowed_origins):
             self._refuse(403, "origin not allowed")
             return None
         handler = route.websocket()
         req = Request(request, self._peer(), info, params)
         decision = handler.upgrade(req)
         if inspect.isawaitable(decision):
-            return self._upgrade_later(decision, handler, req, route)
-        self._finish_upgrade(decision, handler, req, route)
+            return self._upgrade_later(decision, handler, req, route_options)
+        self._finish_upgrade(decision, handler, req, route_options)
         return None
 
-    async def _upgrade_later(self, decision: Any, handler: Any, req: Request, route: Route) -> None:
-        self._finish_upgrade(await decision, handler, req, route)
+    async def _upgrade_later(
+        self, decision: Any, handler: Any, req: Request, route_options: Options
+    ) -> None:
+        self._finish_upgrade(await decision, handler, req, route_options)
 
-    def _finish_upgrade(self, decision: Any, handler: Any, req: Request, route: Route) -> None:
+    def _finish_upgrade(
+        self, decision: Any, handler: Any, req: Request, route_options: Options
+    ) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -271,8 +275,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         if not isinstance(decision, Accept):
             raise TypeError(f"upgrade() must return Accept or Reject, not {decision!r}")
-        options = Options.merge(Options.merge(self.server.options, route.options),
-                                decision.options)
+        options = Options.merge(route_options, decision.options)
         info = req.upgrade
         assert info is not None
         if decision.subprotocol is not None and decision.subprotocol not in info.subprotocols:
