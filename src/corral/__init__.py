@@ -20,6 +20,7 @@ from .exceptions import (
     NegotiationError,
     PayloadTooBig,
     ProtocolError,
+    PublishError,
     UnsupportedVersion,
 )
 from .handler import (
@@ -41,7 +42,7 @@ from .handler import (
 )
 from .options import COMPRESSION_PRESETS, DeflateSettings, Options
 from .protocol.frames import CloseCode
-from .pubsub import Topics
+from .pubsub import Broker, MemoryBroker, PublishFailed, Topics
 from .request import Request, Response
 from .server import Router, Server, StaticFiles, run, serve
 from .websocket import WebSocket
@@ -53,6 +54,7 @@ __all__ = [
     "Accept",
     "AsyncWebSocket",
     "Binary",
+    "Broker",
     "Close",
     "CloseCode",
     "CloseKind",
@@ -71,6 +73,7 @@ __all__ = [
     "InvalidResponse",
     "InvalidStatus",
     "InvalidURI",
+    "MemoryBroker",
     "NegotiationError",
     "Options",
     "Pause",
@@ -78,6 +81,8 @@ __all__ = [
     "Ping",
     "Pong",
     "ProtocolError",
+    "PublishError",
+    "PublishFailed",
     "Reject",
     "Request",
     "Response",

@@ -12,13 +12,16 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .exceptions import ConnectionClosed, ConnectionClosedOK, closed_error
 from .handler import Accept, CloseReason, Handler
 from .protocol.frames import CloseCode
 from .request import Request
 from .websocket import WebSocket
+
+if TYPE_CHECKING:
+    from .pubsub.broker import Broker
 
 __all__ = ["AsyncWebSocket", "CoroutineHandler"]
 
@@ -137,8 +140,21 @@ class AsyncWebSocket(Handler):
     def topics(self) -> frozenset[str]:
         return self.ws.topics if self.ws else frozenset()
 
-    def publish(self, topic: str, message: str | bytes) -> int:
-        return self._session().publish(topic, message)
+    def publish(self, topic: str, message: str | bytes, *, keep: int = 0) -> asyncio.Future[int]:
+        """See :meth:`corral.WebSocket.publish`; await the result to learn the broker took
+        it (a failure raises :class:`~corral.PublishError` there)."""
+        return self._session().publish(topic, message, keep=keep)
+
+    @property
+    def broker(self) -> Broker:
+        """The server's broker: topic history and presence."""
+        return self._session().broker
+
+    @property
+    def dropped_messages(self) -> int:
+        """Messages not sent to this peer because of ``max_backpressure`` (publishes: this
+        style's own ``send`` waits instead)."""
+        return self.ws.dropped_messages if self.ws else 0
 
     async def recv(self) -> str | bytes:
         """The next message; raises ConnectionClosed once the connection is over."""
@@ -173,7 +189,11 @@ class AsyncWebSocket(Handler):
     async def send(self, message: str | bytes) -> None:
         """Send a message and wait while the write buffer is over its limit."""
         ws = self.ws
-        if ws is None or not ws.send(message):
+        if ws is None:
+            raise self._closed_exc()
+        # Wait first: a buffer filled by publishes must not make this send a drop.
+        await ws.drain()
+        if not ws.send(message):
             raise self._closed_exc()
         await ws.drain()
 

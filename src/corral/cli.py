@@ -7,6 +7,7 @@ Each command is one argparse subcommand with its own ``_cmd_*`` function, so a n
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import inspect
 import logging
@@ -19,6 +20,8 @@ from typing import Any
 from .handler import Handler
 from .server import Router, run
 from .server.router import App
+from .server.serve import ssl_context
+from .server.workers import reserve_port, supervise, watch_supervisor
 
 __all__ = ["AppLoadError", "build_parser", "load_app", "main"]
 
@@ -33,6 +36,10 @@ MODULE:ATTR names what to serve. ATTR (dotted for nested attributes) is one of:
     that returns one of the above, e.g. `corral run corral.examples.echo:app`.
 The current directory is put first on sys.path, so local modules can be named.
 SIGINT or SIGTERM shuts the server down gracefully: open connections are closed with 1001.
+
+--workers N starts N processes that share the port (SO_REUSEPORT), each loading
+MODULE:ATTR itself; a worker that dies is restarted, and SIGINT or SIGTERM stops them all
+gracefully. Pub/sub reaches subscribers in every worker only through a shared --broker.
 """
 
 
@@ -150,6 +157,23 @@ def _seconds_or_none(text: str) -> float | None:
     return value or None  # 0 turns the timeout off, like 'none'
 
 
+def _worker_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of workers: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _fd(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a file descriptor: {text!r}") from None
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -182,6 +206,16 @@ def _add_run(subparsers: Any) -> None:
                         help="PEM private key, if not in the certificate file")
     parser.add_argument("--uds", metavar="PATH",
                         help="listen on this Unix socket instead of --host/--port")
+    parser.add_argument("--workers", type=_worker_count, default=1, metavar="N",
+                        help="processes serving the port, supervised and restarted when they "
+                             "die (%(default)s: just this process)")
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="bind with SO_REUSEPORT, so other processes can serve the port too")
+    parser.add_argument("--broker", metavar="URL",
+                        help="pub/sub broker shared by processes, e.g. redis://127.0.0.1:6379/0 "
+                             "(default: in memory, this process only)")
+    # Internal: the pipe a worker watches to notice that its supervisor is gone.
+    parser.add_argument("--worker-pipe", type=_fd, metavar="FD", help=argparse.SUPPRESS)
     # Options not given stay out of the namespace (SUPPRESS): corral's defaults apply then.
     parser.add_argument("--max-message-size", type=_positive_int_or_none, metavar="N",
                         default=argparse.SUPPRESS,
@@ -195,9 +229,59 @@ def _add_run(subparsers: Any) -> None:
     parser.set_defaults(func=_cmd_run, parser=parser)
 
 
+def _url(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def _worker_argv(argv: Sequence[str], port: int, pipe: int) -> list[str]:
+    """The supervisor's own arguments with the port fixed, one worker, SO_REUSEPORT on.
+
+    Repeating the user's arguments (argparse keeps the last value of an option) passes
+    every option on, present and future, without this function knowing them."""
+    overrides = ["--port", str(port), "--workers", "1", "--reuse-port",
+                 "--worker-pipe", str(pipe)]
+    argv = list(argv)
+    end = argv.index("--") if "--" in argv else len(argv)  # options cannot follow "--"
+    return [sys.executable, "-m", "corral", *argv[:end], *overrides, *argv[end:]]
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    several = args.workers > 1 or args.worker_pipe is not None
+    process = " [%(process)d]" if several else ""  # which worker said it
+    logging.basicConfig(level=args.log_level.upper(),
+                        format=f"%(asctime)s %(levelname)s{process} %(name)s: %(message)s")
+
+
+def _cmd_supervise(args: argparse.Namespace) -> int:
+    """``--workers N``: supervise N ``corral run`` processes sharing one port.
+
+    The supervisor does not load MODULE:ATTR (a factory would run for nothing); a worker that
+    cannot load it exits with the usage code, and the supervisor then stops with it too."""
+    _configure_logging(args)
+    with contextlib.ExitStack() as stack:
+        try:
+            if args.tls_cert:  # a bad certificate would only make every worker fail in turn
+                ssl_context(args.tls_cert, args.tls_key)
+            port = stack.enter_context(reserve_port(args.host, args.port))
+        except OSError as exc:
+            print(f"corral: error: cannot start the server: {exc}", file=sys.stderr)
+            return 1
+        where = _url("wss" if args.tls_cert else "ws", args.host, port)
+        return supervise(lambda pipe: _worker_argv(args.argv, port, pipe), args.workers,
+                         where=where)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.tls_key and not args.tls_cert:
         args.parser.error("--tls-key needs --tls-cert")
+    if args.uds and args.workers > 1:
+        args.parser.error("--workers needs a TCP port (SO_REUSEPORT): it cannot share --uds")
+    if args.uds and args.reuse_port:
+        args.parser.error("--reuse-port applies to a TCP port, not to --uds")
+    if args.worker_pipe is not None:  # first, so that even a slow import stops with the supervisor
+        watch_supervisor(args.worker_pipe)
+    if args.workers > 1:
+        return _cmd_supervise(args)
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
@@ -206,13 +290,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except AppLoadError as exc:
         print(f"corral: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    option_changes = {name: value for name, value in vars(args).items()
-                      if name in ("max_message_size", "idle_timeout")}
+    _configure_logging(args)
+    keywords: dict[str, Any] = {name: value for name, value in vars(args).items()
+                                if name in ("max_message_size", "idle_timeout")}
+    if args.broker is not None:  # only when given: serve() has taken `broker` recently
+        keywords["broker"] = args.broker
+    if args.reuse_port:
+        keywords["reuse_port"] = True
     try:
         run(app, args.host, args.port, tls_cert=args.tls_cert, tls_key=args.tls_key,
-            uds=args.uds, **option_changes)
+            uds=args.uds, **keywords)
     except OSError as exc:  # the address is taken, a certificate file is missing or bad...
         print(f"corral: error: cannot start the server: {exc}", file=sys.stderr)
         return 1
@@ -238,6 +325,7 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``corral`` console script and ``python -m corral``."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # given again to each worker
     return int(args.func(args))
 
 

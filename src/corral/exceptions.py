@@ -15,7 +15,8 @@ Every error a caller may want to catch derives from :class:`CorralError`::
     ├── ConnectionClosed           the connection is closed; carries the close code and reason
     │   ├── ConnectionClosedOK         closed with 1000 or 1001
     │   └── ConnectionClosedError      closed with any other code, or without a close frame
-    └── InvalidURI                 a ws:// or wss:// URL could not be used
+    ├── InvalidURI                 a ws:// or wss:// URL could not be used
+    └── PublishError               a broker could not take a published message (Redis down)
 
 Protocol errors carry the close code to send, so the connection maps an error to the wire
 in one place (`ProtocolError.close_code`); the text of an internal error never reaches the
@@ -40,6 +41,7 @@ __all__ = [
     "NegotiationError",
     "PayloadTooBig",
     "ProtocolError",
+    "PublishError",
     "UnsupportedVersion",
 ]
 
@@ -146,6 +148,16 @@ class ConnectionClosedError(ConnectionClosed):
 
 class InvalidURI(CorralError):
     """A URL given to :func:`corral.connect` is not a usable ws:// or wss:// URL."""
+
+
+class PublishError(CorralError):
+    """A published message did not reach the broker (for example Redis is unreachable), so no
+    subscriber in any process got it. ``topic`` says which publish failed."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        super().__init__(f"publish to {topic!r} failed: {reason}")
+        self.topic = topic
+        self.reason = reason
 
 
 def closed_error(code: int, reason: str = "") -> ConnectionClosed:

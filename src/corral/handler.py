@@ -201,6 +201,16 @@ class Handler:
         the program (Cowboy's ``websocket_info``)."""
         return None
 
+    def on_drop(self, ws: WebSocket, message: str | bytes) -> MaybeAsync:
+        """A message to this peer was dropped: its send buffer was over ``max_backpressure``
+        (policy ``drop``). Counted in ``ws.dropped_messages``; the default does nothing
+        more. Resend what matters from ``on_drain``."""
+        return None
+
+    def on_drain(self, ws: WebSocket) -> MaybeAsync:
+        """The send buffer went back under ``write_limit`` after being over it."""
+        return None
+
     def on_close(self, ws: WebSocket, reason: CloseReason) -> None:
         """The connection ended; called exactly once. Nothing can be sent any more."""
         return None

@@ -15,6 +15,7 @@ from .protocol.extensions.permessage_deflate import DeflateSettings
 __all__ = ["COMPRESSION_PRESETS", "RUNTIME_MUTABLE", "DeflateSettings", "Options"]
 
 MiB = 1 << 20
+BACKPRESSURE_POLICIES = ("drop", "close")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -43,7 +44,13 @@ class Options:
       per route or with ``Accept(compress=True)``. See ``COMPRESSION_PRESETS``.
     - ``max_queue`` (16): in the ``async for`` style, messages buffered before reading from
       the socket pauses (backpressure).
-    - ``write_limit`` (65536): write buffer size above which ``drain()`` waits.
+    - ``write_limit`` (65536): write buffer size above which ``drain()`` waits, reading from
+      the peer pauses, and ``on_drain`` is called once it is back under.
+    - ``max_backpressure`` (1 MiB): unsent bytes above which a data message (a send or a
+      publish) is not queued for this peer; control frames still go. None: no limit.
+    - ``backpressure_policy`` ("drop"): over ``max_backpressure``, "drop" the message,
+      count it in ``ws.dropped_messages`` and call the handler's ``on_drop``; or "close"
+      the connection with 1013 (try again later), for clients that reconnect and resume.
     - ``max_header_count`` (100), ``max_header_bytes`` (16384), ``max_request_line`` (8192):
       HTTP request limits, answered with 431 / 414.
     """
@@ -61,6 +68,8 @@ class Options:
     compression: DeflateSettings | None = None
     max_queue: int = 16
     write_limit: int = 65536
+    max_backpressure: int | None = MiB
+    backpressure_policy: str = "drop"
     max_header_count: int = 100
     max_header_bytes: int = 16384
     max_request_line: int = 8192
@@ -68,7 +77,10 @@ class Options:
     def __post_init__(self) -> None:
         if self.compression is not None and not isinstance(self.compression, DeflateSettings):
             raise TypeError("compression is a DeflateSettings (or None)")
-        for name in ("max_message_size", "max_frame_size", "max_fragments"):
+        if self.backpressure_policy not in BACKPRESSURE_POLICIES:
+            raise ValueError(f"backpressure_policy is one of {', '.join(BACKPRESSURE_POLICIES)}"
+                             f", not {self.backpressure_policy!r}")
+        for name in ("max_message_size", "max_frame_size", "max_fragments", "max_backpressure"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive int or None, not {value!r}")
@@ -110,7 +122,8 @@ class Options:
 
 
 RUNTIME_MUTABLE = frozenset({"idle_timeout", "max_message_size", "max_frame_size",
-                             "ping_interval", "ping_timeout"})
+                             "ping_interval", "ping_timeout", "max_backpressure",
+                             "backpressure_policy"})
 
 
 def check_runtime_changes(changes: dict[str, Any]) -> None:

@@ -39,6 +39,7 @@ from .request import Request
 from .timers import Timers
 
 if TYPE_CHECKING:
+    from .pubsub.broker import Broker
     from .pubsub.topics import Message, Topics
 
 __all__ = ["WebSocket"]
@@ -48,6 +49,17 @@ logger = logging.getLogger("corral")
 
 class _Info(NamedTuple):
     info: Any
+
+
+class _Dropped(NamedTuple):
+    message: str | bytes
+
+
+class _Drained(NamedTuple):
+    pass
+
+
+_DRAINED = _Drained()
 
 
 _COMMANDS = frozenset({Text, Binary, Fragment, Ping, Pong, Close, Pause, Resume, SetOptions,
@@ -69,6 +81,7 @@ class WebSocket(Timers, asyncio.Protocol):
         "_closing_kind",
         "_corked",
         "_drain_waiters",
+        "_dropping",
         "_eof",
         "_error",
         "_finished",
@@ -82,6 +95,7 @@ class WebSocket(Timers, asyncio.Protocol):
         "_track_task",
         "_write_paused",
         "conn",
+        "dropped_messages",
         "handler",
         "options",
         "request",
@@ -123,6 +137,8 @@ class WebSocket(Timers, asyncio.Protocol):
         self._backlog: deque[Any] | None = None
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] | None = None
+        self._dropping = False  # messages are being dropped: over max_backpressure
+        self.dropped_messages = 0  # data messages not sent because of max_backpressure
         self._closed_waiter: asyncio.Future[CloseReason] | None = None
         self._closing_kind: CloseKind | None = None
         self._error: BaseException | None = None
@@ -189,6 +205,12 @@ class WebSocket(Timers, asyncio.Protocol):
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
+        if self._dropping:
+            self._dropping = False
+            logger.info("peer %s caught up; %d message(s) dropped so far",
+                        self.remote_address, self.dropped_messages)
+        if self._finished is None:
+            self._loop.call_soon(self._deliver_event, _DRAINED)  # type: ignore[union-attr]
 
     # -- receiving ---------------------------------------------------------------------------------
 
@@ -264,6 +286,12 @@ class WebSocket(Timers, asyncio.Protocol):
         elif kind is _Info:
             if self._finished is None:
                 self._dispatch(handler.on_info, self, event.info)
+        elif kind is _Dropped:
+            if self._finished is None:
+                self._dispatch(handler.on_drop, self, event.message)
+        elif kind is _Drained:
+            if self._finished is None:
+                self._dispatch(handler.on_drain, self)
         elif kind is ev.Ping:
             self._dispatch(handler.on_ping, self, event.payload)
         elif kind is ev.Pong:
@@ -392,26 +420,56 @@ class WebSocket(Timers, asyncio.Protocol):
         return self.transport.get_write_buffer_size() if self.transport else 0
 
     def send(self, message: str | bytes, compress: bool = True) -> bool:
-        """Send a message (text for ``str``). Returns False, sending nothing, once closing.
+        """Send a message (text for ``str``). Returns False, sending nothing, once closing,
+        or when the message is dropped by ``max_backpressure`` (``on_drop`` then gets it).
         ``compress=False`` skips compression for this message."""
         conn = self.conn
         if conn.state is not State.OPEN or conn.close_sent is not None:
+            return False
+        if self._write_paused and self._over_backpressure(message):
             return False
         conn.send_message(message, compress)
         if not self._corked:
             self._flush()
         return True
 
-    def send_frame(self, frame: bytes) -> bool:
+    def send_frame(self, frame: bytes, message: str | bytes = b"") -> bool:
         """Send a data frame built elsewhere (a published message, framed once for all its
         subscribers), in order with what this connection sends. Returns False, sending
-        nothing, once closing or while a fragmented message is being sent."""
+        nothing, once closing, while a fragmented message is being sent, or when dropped by
+        ``max_backpressure`` (``on_drop`` then gets ``message``, the frame's content)."""
         conn = self.conn
         if conn.state is not State.OPEN or conn.close_sent is not None or conn.sending_fragmented:
+            return False
+        if self._write_paused and self._over_backpressure(message):
             return False
         conn.queue_frame(frame)
         if not self._corked:
             self._flush()
+        return True
+
+    def _over_backpressure(self, message: str | bytes) -> bool:
+        """Whether ``max_backpressure`` stops this message (only asked while writing is
+        paused, so the usual send costs one flag test). Applies the policy: drop it and tell
+        the handler, or close with 1013 so the client can come back later."""
+        limit = self.options.max_backpressure
+        transport = self.transport
+        if limit is None or transport is None:
+            return False
+        buffered = transport.get_write_buffer_size()
+        if buffered < limit:
+            return False
+        self.dropped_messages += 1
+        if self.options.backpressure_policy == "close":
+            logger.warning("closing slow peer %s: %d bytes unsent, max_backpressure %d",
+                           self.remote_address, buffered, limit)
+            self.close(CloseCode.TRY_AGAIN_LATER, "too slow: send buffer full")
+            return True
+        if not self._dropping:
+            self._dropping = True  # one line per episode, not per message
+            logger.warning("dropping messages to slow peer %s: %d bytes unsent, "
+                           "max_backpressure %d", self.remote_address, buffered, limit)
+        self._loop.call_soon(self._deliver_event, _Dropped(message))  # type: ignore[union-attr]
         return True
 
     def send_fragment(self, data: str | bytes, last: bool = False, compress: bool = True) -> bool:
@@ -495,10 +553,17 @@ class WebSocket(Timers, asyncio.Protocol):
         """The topics this connection is subscribed to."""
         return frozenset(self._topics) if self._topics else frozenset()
 
-    def publish(self, topic: str, message: Message) -> int:
-        """Publish to every subscriber of ``topic`` on this connection's server (this one
-        included, if subscribed); return how many it was written to."""
-        return self._server_topics().publish(topic, message)
+    def publish(self, topic: str, message: Message, *, keep: int = 0) -> asyncio.Future[int]:
+        """Publish to every subscriber of ``topic`` on this connection's server and every
+        process sharing its broker (this connection included, if subscribed). See
+        :meth:`corral.Server.publish`; a failure the future's awaiter does not take also
+        reaches this handler's ``on_info`` as :class:`~corral.pubsub.PublishFailed`."""
+        return self._server_topics().publish(topic, message, keep=keep, publisher=self)
+
+    @property
+    def broker(self) -> Broker:
+        """The server's broker: topic history and presence (``join``/``members``)."""
+        return self._server_topics().broker
 
     def _leave_topics(self) -> None:
         own = self._topics
@@ -540,24 +605,25 @@ class WebSocket(Timers, asyncio.Protocol):
     def post(self, info: Any) -> None:
         """Deliver ``info`` to the handler's ``on_info`` soon, in order with messages."""
         if self._finished is None and self._loop is not None:
-            self._loop.call_soon(self._deliver_info, info)
+            self._loop.call_soon(self._deliver_event, _Info(info))
 
     def post_threadsafe(self, info: Any) -> None:
         """``post`` from another thread."""
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._deliver_info, info)
+            self._loop.call_soon_threadsafe(self._deliver_event, _Info(info))
 
-    def _deliver_info(self, info: Any) -> None:
+    def _deliver_event(self, event: _Info | _Dropped | _Drained) -> None:
+        """Hand the handler something that did not come from the socket."""
         if self._finished is not None:
             return
         # Pause stops reading the socket only (Cowboy's {active, false}): posted information
         # still arrives, so on_info can answer with Resume.
         if self._busy or (self._backlog and not self._paused):
-            self._defer((_Info(info),))
+            self._defer((event,))
             return
         self._corked = True
         try:
-            self._handle_event(_Info(info))
+            self._handle_event(event)
         finally:
             self._corked = False
         self._flush()

@@ -1,5 +1,7 @@
-"""Publish/subscribe topics. One process for now (``Topics``); Redis and workers later."""
+"""Publish/subscribe: topics on a server, over a broker (in memory, or Redis across
+processes and machines)."""
 
-from .topics import Topics
+from .broker import Broker, MemoryBroker, make_broker
+from .topics import PublishFailed, Topics
 
-__all__ = ["Topics"]
+__all__ = ["Broker", "MemoryBroker", "PublishFailed", "Topics", "make_broker"]

@@ -1,21 +1,28 @@
-"""Topics on one process: topic name -> the connections subscribed to it.
+"""Topics: topic name -> this process's connections subscribed to it, over a broker.
 
-A server owns one ``Topics`` (``server.topics``, made on first use). A published message is
-framed once and the same bytes are written to every plain subscriber; a subscriber with a
-compression extension encodes it itself (its compressor's state is its own).
+A server owns one ``Topics`` (``server.topics``). A publish goes to the broker, which hands it
+back to every process with subscribers (``deliver``), this one included. There it is framed
+once and the same bytes are written to every plain subscriber; a subscriber with a compression
+extension encodes it itself (its compressor's state is its own).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import logging
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..accel import build_frame
+from ..exceptions import PublishError
 from ..protocol.frames import Opcode
+from .broker import Broker, MemoryBroker
 
 if TYPE_CHECKING:
     from ..websocket import WebSocket
 
-__all__ = ["Message", "Topics"]
+__all__ = ["Message", "PublishFailed", "Topics"]
+
+logger = logging.getLogger("corral.pubsub")
 
 Message = str | bytes | bytearray | memoryview
 
@@ -31,14 +38,31 @@ def encode_message(message: Message) -> tuple[int, bytes]:
     raise TypeError(f"a message is str or bytes-like, not {type(message).__name__}")
 
 
+class PublishFailed(NamedTuple):
+    """What a handler's ``on_info`` receives when a message it published with
+    ``ws.publish`` did not reach the broker (no subscriber anywhere got it)."""
+
+    topic: str
+    message: str | bytes
+    error: PublishError
+
+
 class Topics:
     """Which connections listen to which topic. Connections subscribe through
     ``ws.subscribe(topic)``; they leave every topic when they end."""
 
-    __slots__ = ("_subscribers",)
+    __slots__ = ("_subscribers", "broker", "failed_publishes")
 
-    def __init__(self) -> None:
+    def __init__(self, broker: Broker | None = None) -> None:
         self._subscribers: dict[str, set[WebSocket]] = {}
+        self.broker: Broker = broker if broker is not None else MemoryBroker()
+        self.failed_publishes = 0  # publishes the broker did not take, since start
+
+    async def start(self) -> None:
+        await self.broker.start(self.deliver)
+
+    async def close(self) -> None:
+        await self.broker.close()
 
     def add(self, topic: str, ws: WebSocket) -> None:
         subscribers = self._subscribers.get(topic)
@@ -62,10 +86,55 @@ class Topics:
         """The topics with at least one subscriber."""
         return frozenset(self._subscribers)
 
-    def publish(self, topic: str, message: Message) -> int:
-        """Send ``message`` to every open subscriber of ``topic``; return how many it was
-        written to. A subscriber that is closing, or in the middle of sending a fragmented
-        message, does not get it."""
+    def publish(
+        self, topic: str, message: Message, *, keep: int = 0, publisher: WebSocket | None = None
+    ) -> asyncio.Future[int]:
+        """Publish through the broker; the future gives the broker's count (see
+        :meth:`Broker.publish`) or raises :class:`PublishError`. A failure nobody awaits is
+        still logged, counted in ``failed_publishes`` and, for a ``publisher``, given to its
+        handler's ``on_info`` as :class:`PublishFailed`."""
+        if not isinstance(topic, str):
+            raise TypeError(f"a topic is a str, not {type(topic).__name__}")
+        if isinstance(message, (bytearray, memoryview)):
+            message = bytes(message)
+        elif not isinstance(message, (str, bytes)):
+            raise TypeError(f"a message is str or bytes-like, not {type(message).__name__}")
+        loop = asyncio.get_running_loop()
+        try:
+            result = self.broker.publish(topic, message, keep)
+        except PublishError as exc:
+            future: asyncio.Future[int] = loop.create_future()
+            future.set_exception(exc)
+            self._failed(future, topic, message, publisher)
+            return future
+        if isinstance(result, int):
+            future = loop.create_future()
+            future.set_result(result)
+            return future
+        future = asyncio.ensure_future(result)
+        future.add_done_callback(lambda f: self._failed(f, topic, message, publisher))
+        return future
+
+    def _failed(
+        self, future: asyncio.Future[int], topic: str, message: str | bytes,
+        publisher: WebSocket | None,
+    ) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()  # marks it retrieved: the failure is reported here
+        if error is None:
+            return
+        if not isinstance(error, PublishError):
+            error = PublishError(topic, f"{type(error).__name__}: {error}")
+        self.failed_publishes += 1
+        logger.warning("%s (broker %s)", error, self.broker.name)
+        if publisher is not None:
+            publisher.post(PublishFailed(topic, message, error))
+
+    def deliver(self, topic: str, message: Message) -> int:
+        """Write ``message`` to every open subscriber of ``topic`` in this process; return how
+        many it was written to. A subscriber that is closing, in the middle of sending a
+        fragmented message, or over its ``max_backpressure`` does not get it."""
         opcode, payload = encode_message(message)  # a bad message raises, even unheard
         subscribers = self._subscribers.get(topic)
         if not subscribers:
@@ -84,9 +153,9 @@ class Topics:
                 continue
             if frame is None:
                 frame = build_frame(opcode, payload, True, 0, None)  # unmasked: server side
-            if ws.send_frame(frame):
+            if ws.send_frame(frame, whole):
                 count += 1
         return count
 
     def __repr__(self) -> str:
-        return f"<Topics {len(self._subscribers)} topics>"
+        return f"<Topics {len(self._subscribers)} topics, {self.broker!r}>"

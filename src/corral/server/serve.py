@@ -12,6 +12,7 @@ from typing import Any
 
 from ..options import Options
 from ..protocol.frames import CloseCode
+from ..pubsub.broker import Broker, make_broker
 from ..pubsub.topics import Message, Topics
 from ..websocket import WebSocket
 from .http import HttpProtocol
@@ -32,7 +33,9 @@ def ssl_context(certfile: str, keyfile: str | None = None) -> ssl_module.SSLCont
 class Server:
     """A running corral server. ``close()`` shuts it down gracefully."""
 
-    def __init__(self, router: Router, options: Options) -> None:
+    def __init__(
+        self, router: Router, options: Options, broker: str | Broker | None = None
+    ) -> None:
         self.router = router
         self.options = options
         self.closing = False
@@ -41,7 +44,8 @@ class Server:
         self._http_connections: set[HttpProtocol] = set()
         self._tasks: set[asyncio.Task[Any]] = set()  # tasks of connections (ws.create_task)
         self._closed: asyncio.Event | None = None
-        self._topics: Topics | None = None  # made when a connection first subscribes
+        # Pub/sub: this process's subscriptions over the broker (memory unless told).
+        self._topics = Topics(make_broker(broker))
 
     async def _start(
         self,
@@ -55,7 +59,9 @@ class Server:
         backlog: int,
     ) -> None:
         loop = asyncio.get_running_loop()
-        self._closed = asyncio.Event()
+        if self._closed is None:
+            self._closed = asyncio.Event()
+            await self._topics.start()
 
         def factory() -> HttpProtocol:
             return HttpProtocol(self)
@@ -64,13 +70,20 @@ class Server:
         tls: dict[str, Any] = {}
         if ssl is not None:
             tls["ssl_handshake_timeout"] = self.options.handshake_timeout
-        if uds is not None:
-            server = await loop.create_unix_server(factory, uds, ssl=ssl, backlog=backlog, **tls)
-        elif sock is not None:
-            server = await loop.create_server(factory, sock=sock, ssl=ssl, backlog=backlog, **tls)
-        else:
-            server = await loop.create_server(factory, host, port or 0, ssl=ssl, backlog=backlog,
-                                              reuse_port=reuse_port, **tls)
+        try:
+            if uds is not None:
+                server = await loop.create_unix_server(factory, uds, ssl=ssl, backlog=backlog,
+                                                       **tls)
+            elif sock is not None:
+                server = await loop.create_server(factory, sock=sock, ssl=ssl, backlog=backlog,
+                                                  **tls)
+            else:
+                server = await loop.create_server(factory, host, port or 0, ssl=ssl,
+                                                  backlog=backlog, reuse_port=reuse_port, **tls)
+        except BaseException:
+            if not self._servers:  # nothing is served: do not keep the broker connected
+                await self._topics.close()
+            raise
         self._servers.append(server)
 
     @property
@@ -94,24 +107,34 @@ class Server:
     @property
     def topics(self) -> Topics:
         """The pub/sub topics of this server's connections (``ws.subscribe``)."""
-        return self._get_topics()
-
-    def _get_topics(self) -> Topics:
-        if self._topics is None:
-            self._topics = Topics()
         return self._topics
 
-    def publish(self, topic: str, message: Message) -> int:
-        """Send ``message`` (text for ``str``, binary for bytes-like) to every open
-        subscriber of ``topic``, framed once; return how many it was written to."""
-        return self._get_topics().publish(topic, message)
+    def _get_topics(self) -> Topics:
+        return self._topics
+
+    @property
+    def broker(self) -> Broker:
+        """What carries publishes between processes (memory: this one only)."""
+        return self._topics.broker
+
+    def publish(self, topic: str, message: Message, *, keep: int = 0) -> asyncio.Future[int]:
+        """Send ``message`` (text for ``str``, binary for bytes-like) to every subscriber of
+        ``topic`` in every process sharing the broker; ``keep`` > 0 also keeps it in the
+        topic's history (``broker.history``), trimmed to the last ``keep``.
+
+        With the memory broker it is written before this returns, framed once, and the
+        future already holds the count of subscribers it was written to. Await it to learn
+        that a remote broker took it; failure raises :class:`~corral.PublishError` there
+        (and is logged and counted in ``topics.failed_publishes`` even if nobody awaits)."""
+        return self._topics.publish(topic, message, keep=keep)
 
     def subscriber_count(self, topic: str) -> int:
-        return self._topics.subscriber_count(topic) if self._topics is not None else 0
+        """Subscribers of ``topic`` in this process."""
+        return self._topics.subscriber_count(topic)
 
     def topic_names(self) -> frozenset[str]:
-        """The topics with at least one subscriber."""
-        return self._topics.names() if self._topics is not None else frozenset()
+        """The topics with at least one subscriber in this process."""
+        return self._topics.names()
 
     def _websocket_finished(self, ws: WebSocket) -> None:
         self._websockets.discard(ws)
@@ -159,6 +182,7 @@ class Server:
                 await asyncio.wait(list(self._tasks), timeout=1.0)
         for server in self._servers:
             await server.wait_closed()
+        await self._topics.close()
         assert self._closed is not None
         self._closed.set()
 
@@ -183,8 +207,10 @@ class serve:
     ``async with serve(app, host, port) as server: ...``.
 
     ``app`` is a :class:`Router`, a :class:`~corral.Handler` subclass (one instance per
-    connection, every path) or an ``async def handler(ws)``. Keyword options not named here
-    are :class:`Options` fields, e.g. ``max_message_size=16 * 2**20``.
+    connection, every path) or an ``async def handler(ws)``. ``broker`` carries publishes
+    between processes: None or ``"memory"`` (this process only), ``"redis://host:port/db"``,
+    or a :class:`~corral.pubsub.Broker`. Keyword options not named here are :class:`Options`
+    fields, e.g. ``max_message_size=16 * 2**20``.
     """
 
     def __init__(
@@ -199,12 +225,13 @@ class serve:
         sock: Any = None,
         reuse_port: bool = False,
         backlog: int = 1024,
+        broker: str | Broker | None = None,
         **option_changes: Any,
     ) -> None:
         opts = options or Options()
         if option_changes:
             opts = opts.replace(**option_changes)
-        self._server = Server(as_router(app), opts)
+        self._server = Server(as_router(app), opts, broker)
         self._args = (host, port)
         self._kwargs = dict(ssl=ssl, uds=uds, sock=sock, reuse_port=reuse_port, backlog=backlog)
 
