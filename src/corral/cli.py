@@ -1,7 +1,8 @@
-"""The ``corral`` command line: ``corral run MODULE:ATTR`` serves an application.
+"""The ``corral`` command line: ``corral run MODULE:ATTR`` serves an application,
+``corral demo`` the chat demo.
 
 Each command is one argparse subcommand with its own ``_cmd_*`` function, so a new one
-(``corral demo``, say) is one more ``add_parser`` call in :func:`build_parser`.
+(``corral demo`` is one) is one more ``add_parser`` call in :func:`build_parser`.
 """
 
 from __future__ import annotations
@@ -14,18 +15,16 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .handler import Handler
 from .server import Router, run
 from .server.router import App
 from .server.serve import ssl_context
-from .server.workers import reserve_port, supervise, watch_supervisor
+from .server.workers import EXIT_USAGE, reserve_port, supervise, watch_supervisor
 
 __all__ = ["AppLoadError", "build_parser", "load_app", "main"]
-
-EXIT_USAGE = 2  # argparse's own exit code for bad usage; a bad MODULE:ATTR is one too
 
 _RUN_EPILOG = """\
 MODULE:ATTR names what to serve. ATTR (dotted for nested attributes) is one of:
@@ -199,6 +198,36 @@ def _add_run(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("app", metavar="MODULE:ATTR", help="the application to serve")
+    _add_server_options(parser)
+    parser.set_defaults(func=_cmd_run, parser=parser)
+
+
+def _add_demo(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="serve the chat demo: open http://127.0.0.1:8000/ in two browser windows",
+        description="Serve corral's chat demo (rooms as topics, presence, history, "
+                    "reconnect): the page at /, the WebSocket at /ws. It scales out "
+                    "unchanged: --workers N --broker redis://host:port/db.",
+    )
+    _add_server_options(parser)
+    parser.add_argument("--history", type=_history, default=50, metavar="N",
+                        help="messages kept per room (%(default)s; 0: none)")
+    parser.set_defaults(func=_cmd_demo, parser=parser)
+
+
+def _history(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of messages: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"history must be 0 or more, not {value}")
+    return value
+
+
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
+    """What ``corral run`` and ``corral demo`` share: where to listen, workers, broker."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (%(default)s)")
     parser.add_argument("--port", type=_port, default=8000, help="TCP port (%(default)s)")
     parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate (chain): serve wss://")
@@ -215,7 +244,7 @@ def _add_run(subparsers: Any) -> None:
                         help="pub/sub broker shared by processes, e.g. redis://127.0.0.1:6379/0 "
                              "(default: in memory, this process only)")
     # Internal: the pipe a worker watches to notice that its supervisor is gone.
-    parser.add_argument("--worker-pipe", type=_fd, metavar="FD", help=argparse.SUPPRESS)
+    parser.add_argument("--supervisor-pipe", type=_fd, metavar="FD", help=argparse.SUPPRESS)
     # Options not given stay out of the namespace (SUPPRESS): corral's defaults apply then.
     parser.add_argument("--max-message-size", type=_positive_int_or_none, metavar="N",
                         default=argparse.SUPPRESS,
@@ -226,7 +255,6 @@ def _add_run(subparsers: Any) -> None:
                              "off (corral's default: 60)")
     parser.add_argument("--log-level", default="info", type=str.lower, choices=_LOG_LEVELS,
                         help="logging level (%(default)s)")
-    parser.set_defaults(func=_cmd_run, parser=parser)
 
 
 def _url(scheme: str, host: str, port: int) -> str:
@@ -239,14 +267,14 @@ def _worker_argv(argv: Sequence[str], port: int, pipe: int) -> list[str]:
     Repeating the user's arguments (argparse keeps the last value of an option) passes
     every option on, present and future, without this function knowing them."""
     overrides = ["--port", str(port), "--workers", "1", "--reuse-port",
-                 "--worker-pipe", str(pipe)]
+                 "--supervisor-pipe", str(pipe)]
     argv = list(argv)
     end = argv.index("--") if "--" in argv else len(argv)  # options cannot follow "--"
     return [sys.executable, "-m", "corral", *argv[:end], *overrides, *argv[end:]]
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
-    several = args.workers > 1 or args.worker_pipe is not None
+    several = args.workers > 1 or args.supervisor_pipe is not None
     process = " [%(process)d]" if several else ""  # which worker said it
     logging.basicConfig(level=args.log_level.upper(),
                         format=f"%(asctime)s %(levelname)s{process} %(name)s: %(message)s")
@@ -267,26 +295,53 @@ def _cmd_supervise(args: argparse.Namespace) -> int:
             print(f"corral: error: cannot start the server: {exc}", file=sys.stderr)
             return 1
         where = _url("wss" if args.tls_cert else "ws", args.host, port)
-        return supervise(lambda pipe: _worker_argv(args.argv, port, pipe), args.workers,
-                         where=where)
+        if args.broker in (None, "memory"):
+            logging.getLogger("corral.server").warning(
+                "%d workers with the in-memory broker: a publish reaches only the "
+                "subscribers of the worker it was made in; give --broker redis://... to "
+                "share topics between workers", args.workers)
+        try:
+            return supervise(lambda pipe: _worker_argv(args.argv, port, pipe), args.workers,
+                             where=where)
+        except OSError as exc:  # no worker process could be started at all
+            print(f"corral: error: cannot start the workers: {exc}", file=sys.stderr)
+            return 1
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    def load() -> App:
+        cwd = os.getcwd()
+        if cwd not in sys.path:
+            sys.path.insert(0, cwd)
+        return load_app(args.app)
+
+    return _serve(args, load)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    def load() -> App:
+        from .examples.chat import server as chat
+
+        return chat.app(history=args.history)
+
+    return _serve(args, load)
+
+
+def _serve(args: argparse.Namespace, load: Callable[[], App]) -> int:
+    """Serve what ``load`` gives, in this process or (``--workers``) in supervised workers,
+    each running the same command again."""
     if args.tls_key and not args.tls_cert:
         args.parser.error("--tls-key needs --tls-cert")
     if args.uds and args.workers > 1:
         args.parser.error("--workers needs a TCP port (SO_REUSEPORT): it cannot share --uds")
     if args.uds and args.reuse_port:
         args.parser.error("--reuse-port applies to a TCP port, not to --uds")
-    if args.worker_pipe is not None:  # first, so that even a slow import stops with the supervisor
-        watch_supervisor(args.worker_pipe)
+    if args.supervisor_pipe is not None:  # first: a slow import stops with the supervisor too
+        watch_supervisor(args.supervisor_pipe)
     if args.workers > 1:
         return _cmd_supervise(args)
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
     try:
-        app = load_app(args.app)
+        app = load()
     except AppLoadError as exc:
         print(f"corral: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -313,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_run(subparsers)
+    _add_demo(subparsers)
     return parser
 
 

@@ -291,3 +291,40 @@ def test_python_dash_m_run_without_app_is_usage_error() -> None:
                             text=True, timeout=5, check=False)
     assert result.returncode == 2
     assert "MODULE:ATTR" in result.stderr
+
+
+async def start_demo(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "corral", "demo", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_demo_serves_the_chat_page_and_its_websocket(workers: str) -> None:
+    """``corral demo`` (the README's first command runs it): the page over plain HTTP and a
+    chat room over WebSocket on one port, in one process or in two workers."""
+    import json
+
+    port = free_port()
+    process = await start_demo("--port", str(port), "--workers", workers, "--history", "5")
+    try:
+        ws = await connect_when_up(f"ws://127.0.0.1:{port}/ws", process)
+        await ws.send(json.dumps({"type": "join", "room": "lobby", "name": "ada"}))
+        welcome = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert welcome["type"] == "welcome" and welcome["room"] == "lobby"
+        await ws.send(json.dumps({"type": "say", "text": "hello"}))
+        while True:  # a presence update may come first
+            said = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            if said["type"] == "message":
+                break
+        assert (said["name"], said["text"]) == ("ada", "hello")
+        await ws.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        page = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert page.startswith(b"HTTP/1.1 200") and b"<html" in page.lower()
+    finally:
+        code, stderr = await stop(process)
+    assert code == 0, stderr

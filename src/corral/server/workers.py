@@ -49,8 +49,9 @@ __all__ = [
 
 logger = logging.getLogger("corral.server.workers")
 
-# A worker exiting with this code could not load its application or options (the CLI's
-# usage error): every restart would fail the same way, so the supervisor stops instead.
+# argparse's exit code for bad usage; the CLI uses it for a MODULE:ATTR it cannot serve too.
+# A worker exiting with it could not load its application or options: every restart would
+# fail the same way, so the supervisor stops instead.
 EXIT_USAGE = 2
 
 # A worker's graceful shutdown takes up to the close timeout (10 s) plus a little; past
@@ -220,18 +221,19 @@ class Supervisor:
         # What the main loop reacts to: a worker that exited, or an exit status to stop with.
         self._events: asyncio.Queue[_Worker | int] = asyncio.Queue()
         self._stopping = False
-        self._kill_now = asyncio.Event()  # a second stop(): no more waiting for workers
+        self._kill_now = asyncio.Event()  # stop(force=True): no more waiting for workers
 
     @property
     def pids(self) -> list[int]:
         """The PIDs of the running workers, by slot."""
         return [self._workers[slot].process.pid for slot in sorted(self._workers)]
 
-    def stop(self) -> None:
-        """Shut down gracefully and make :meth:`run` return 0; called again during the
-        shutdown, kill the workers still running without waiting any longer."""
+    def stop(self, *, force: bool = False) -> None:
+        """Shut down gracefully and make :meth:`run` return 0. With ``force`` during a
+        shutdown already begun, kill the workers still running without waiting longer."""
         if self._stopping:
-            self._kill_now.set()
+            if force:
+                self._kill_now.set()
             return
         self._stopping = True
         self._events.put_nowait(0)
@@ -347,15 +349,17 @@ def supervise(
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
     where: str = "",
 ) -> int:
-    """Run a :class:`Supervisor` until SIGINT or SIGTERM (a second one kills the workers
-    at once); return its exit status."""
+    """Run a :class:`Supervisor` until SIGINT or SIGTERM; return its exit status.
+
+    A second SIGINT (Ctrl-C again) kills the workers at once; a repeated SIGTERM does not,
+    since tools such as ``timeout`` send it to the whole process group as well."""
 
     async def main() -> int:
         supervisor = Supervisor(command, count, policy=policy,
                                 shutdown_timeout=shutdown_timeout, where=where)
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, supervisor.stop)
+        loop.add_signal_handler(signal.SIGINT, lambda: supervisor.stop(force=True))
+        loop.add_signal_handler(signal.SIGTERM, supervisor.stop)
         return await supervisor.run()
 
     return asyncio.run(main())

@@ -1,0 +1,5 @@
+"""``python -m corral.examples.chat``: see :func:`corral.examples.chat.main`."""
+
+from . import main
+
+main()
