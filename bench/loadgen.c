@@ -127,28 +127,7 @@ static void accept_for(const char *key, char *accept)
 
 #ifndef LOADGEN_CRYPTO_ONLY  /* servers/c_echo.c borrows the functions above */
 
-/* ---- options ---------------------------------------------------------------------------- */
-
-enum mode { ECHO, CONNECT, HOLD, SELFTEST };
-
-static struct {
-    enum mode mode;
-    const char *host, *path;
-    int port, conns, inflight, count, server_pid, verify, text;
-    size_t size;
-    double secs, warmup, timeout;
-} opt = {.host = "127.0.0.1", .path = "/", .conns = 10, .inflight = 1, .count = 1000,
-         .verify = 1, .size = 64, .secs = 2.0, .warmup = 0.5, .timeout = -1};
-
-#define VARIANTS 8            /* prebuilt message frames, each its own content and key */
-#define RBUF (256 * 1024)     /* the shared read buffer */
-#define CONNECT_TIMEOUT 10.0  /* seconds for TCP connect + opening handshake */
-#define CLOSE_TIMEOUT 3.0     /* seconds for the closing handshake before a reset */
-#define HS_MAX 4096           /* largest handshake response accepted */
-
-/* ---- clock, randomness, accounting ------------------------------------------------------ */
-
-static double now;  /* CLOCK_MONOTONIC seconds, refreshed once per loop iteration */
+/* ---- client helpers: shared with fanout.c (LOADGEN_HELPERS_ONLY) ----------------------- */
 
 static double mono(void)
 {
@@ -225,6 +204,84 @@ static void read_cores(struct cores *c)
     fclose(f);
 }
 
+static size_t build_header(uint8_t *h, int opcode, uint64_t len, const uint8_t key[4])
+{
+    size_t n = 0;
+    h[n++] = 0x80 | opcode;  /* FIN */
+    if (len < 126) {
+        h[n++] = 0x80 | len;
+    } else if (len < 65536) {
+        h[n++] = 0x80 | 126;
+        h[n++] = len >> 8; h[n++] = len;
+    } else {
+        h[n++] = 0x80 | 127;
+        for (int i = 7; i >= 0; i--) h[n++] = len >> (8 * i);
+    }
+    memcpy(h + n, key, 4);
+    return n + 4;
+}
+
+/* One header of a response head, by name (case-insensitive), trimmed; NULL if absent. */
+static const char *header(const char *head, const char *name, size_t *vlen)
+{
+    size_t want = strlen(name);
+    for (const char *line = strstr(head, "\r\n"); line && line[2];
+         line = strstr(line + 2, "\r\n")) {
+        const char *n = line + 2, *colon = strchr(n, ':'), *end = strstr(n, "\r\n");
+        if (!colon || !end || colon > end || (size_t)(colon - n) != want ||
+            strncasecmp(n, name, want) != 0)
+            continue;
+        const char *v = colon + 1;
+        while (*v == ' ' || *v == '\t') v++;
+        size_t len = (size_t)(end - v);
+        while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t')) len--;
+        *vlen = len;
+        return v;
+    }
+    return NULL;
+}
+
+/* The opening handshake response (RFC 6455 section 4.1): status 101, Upgrade: websocket,
+ * and the Sec-WebSocket-Accept computed from our key. NULL when it is right. */
+static const char *check_response(char *head, const char *accept)
+{
+    if (strncmp(head, "HTTP/1.1 101", 12) != 0 || (head[12] != ' ' && head[12] != '\r'))
+        return "handshake: status is not 101";
+    size_t len;
+    const char *v = header(head, "upgrade", &len);
+    if (!v || len != 9 || strncasecmp(v, "websocket", 9) != 0)
+        return "handshake: no Upgrade: websocket";
+    v = header(head, "sec-websocket-accept", &len);
+    if (!v) return "handshake: no Sec-WebSocket-Accept";
+    if (len != 28 || memcmp(v, accept, 28) != 0) return "handshake: wrong Sec-WebSocket-Accept";
+    return NULL;
+}
+
+#ifndef LOADGEN_HELPERS_ONLY  /* fanout.c borrows the functions above */
+
+/* ---- options ---------------------------------------------------------------------------- */
+
+enum mode { ECHO, CONNECT, HOLD, SELFTEST };
+
+static struct {
+    enum mode mode;
+    const char *host, *path;
+    int port, conns, inflight, count, server_pid, verify, text;
+    size_t size;
+    double secs, warmup, timeout;
+} opt = {.host = "127.0.0.1", .path = "/", .conns = 10, .inflight = 1, .count = 1000,
+         .verify = 1, .size = 64, .secs = 2.0, .warmup = 0.5, .timeout = -1};
+
+#define VARIANTS 8            /* prebuilt message frames, each its own content and key */
+#define RBUF (256 * 1024)     /* the shared read buffer */
+#define CONNECT_TIMEOUT 10.0  /* seconds for TCP connect + opening handshake */
+#define CLOSE_TIMEOUT 3.0     /* seconds for the closing handshake before a reset */
+#define HS_MAX 4096           /* largest handshake response accepted */
+
+/* ---- clock, randomness, accounting ------------------------------------------------------ */
+
+static double now;  /* CLOCK_MONOTONIC seconds, refreshed once per loop iteration */
+
 /* What the measured window is compared across: taken at its start and at its end. */
 struct snapshot {
     double t;
@@ -287,23 +344,6 @@ static uint8_t *payload[VARIANTS];  /* what the server must echo */
 static uint8_t *frame[VARIANTS];    /* the same, framed and masked, ready to send */
 static size_t frame_len;
 static uint8_t close_frame[8];      /* masked close, code 1000 */
-
-static size_t build_header(uint8_t *h, int opcode, uint64_t len, const uint8_t key[4])
-{
-    size_t n = 0;
-    h[n++] = 0x80 | opcode;  /* FIN */
-    if (len < 126) {
-        h[n++] = 0x80 | len;
-    } else if (len < 65536) {
-        h[n++] = 0x80 | 126;
-        h[n++] = len >> 8; h[n++] = len;
-    } else {
-        h[n++] = 0x80 | 127;
-        for (int i = 7; i >= 0; i--) h[n++] = len >> (8 * i);
-    }
-    memcpy(h + n, key, 4);
-    return n + 4;
-}
 
 static void build_frames(void)
 {
@@ -677,42 +717,6 @@ static int parse(struct conn *c, const uint8_t *p, size_t n)
         }
     }
     return 0;
-}
-
-/* One header of a response head, by name (case-insensitive), trimmed; NULL if absent. */
-static const char *header(const char *head, const char *name, size_t *vlen)
-{
-    size_t want = strlen(name);
-    for (const char *line = strstr(head, "\r\n"); line && line[2];
-         line = strstr(line + 2, "\r\n")) {
-        const char *n = line + 2, *colon = strchr(n, ':'), *end = strstr(n, "\r\n");
-        if (!colon || !end || colon > end || (size_t)(colon - n) != want ||
-            strncasecmp(n, name, want) != 0)
-            continue;
-        const char *v = colon + 1;
-        while (*v == ' ' || *v == '\t') v++;
-        size_t len = (size_t)(end - v);
-        while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t')) len--;
-        *vlen = len;
-        return v;
-    }
-    return NULL;
-}
-
-/* The opening handshake response (RFC 6455 section 4.1): status 101, Upgrade: websocket,
- * and the Sec-WebSocket-Accept computed from our key. NULL when it is right. */
-static const char *check_response(char *head, const char *accept)
-{
-    if (strncmp(head, "HTTP/1.1 101", 12) != 0 || (head[12] != ' ' && head[12] != '\r'))
-        return "handshake: status is not 101";
-    size_t len;
-    const char *v = header(head, "upgrade", &len);
-    if (!v || len != 9 || strncasecmp(v, "websocket", 9) != 0)
-        return "handshake: no Upgrade: websocket";
-    v = header(head, "sec-websocket-accept", &len);
-    if (!v) return "handshake: no Sec-WebSocket-Accept";
-    if (len != 28 || memcmp(v, accept, 28) != 0) return "handshake: wrong Sec-WebSocket-Accept";
-    return NULL;
 }
 
 static void send_request(struct conn *c)
@@ -1184,4 +1188,5 @@ int main(int argc, char **argv)
     return bad ? 1 : 0;
 }
 
+#endif /* LOADGEN_HELPERS_ONLY */
 #endif /* LOADGEN_CRYPTO_ONLY */

@@ -13,7 +13,7 @@ fi
 # Already-installed packages are left as they are (no upgrade): the versions actually measured
 # are written into bench/RESULTS.md by run.py.
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    websockets aiohttp picows uvloop
+    websockets aiohttp picows uvloop redis
 # socketify (uWebSockets through CFFI) loads the system's libuv at import time.
 if ! ldconfig -p 2>/dev/null | grep -q 'libuv\.so\.1'; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -41,12 +41,16 @@ if command -v gcc >/dev/null; then
     if [ ! -x bench/build/loadgen ] || [ bench/loadgen.c -nt bench/build/loadgen ]; then
         gcc -O2 -Wall -o bench/build/loadgen bench/loadgen.c
     fi
+    if [ ! -x bench/build/fanout ] || [ bench/fanout.c -nt bench/build/fanout ] \
+            || [ bench/loadgen.c -nt bench/build/fanout ]; then
+        gcc -O2 -Wall -o bench/build/fanout bench/fanout.c
+    fi
     if [ -e bench/servers/c_echo.c ] && { [ ! -x bench/build/c_echo ] \
             || [ bench/servers/c_echo.c -nt bench/build/c_echo ]; }; then
         gcc -O2 -Wall -o bench/build/c_echo bench/servers/c_echo.c
     fi
 else
-    echo "setup.sh: gcc not found: bench/run.py needs bench/build/loadgen" >&2
+    echo "setup.sh: gcc not found: bench/run.py needs bench/build/loadgen (fanout.py: fanout)" >&2
     exit 1
 fi
 "$venv/bin/python" - <<'PY'
