@@ -25,8 +25,10 @@ from .protocol.handshake import (
     check_response,
     format_extension_header,
     generate_key,
+    parse_token_list,
 )
 from .protocol.http11 import ResponseParser
+from .reconnect import MessageId, OnReconnect, Reconnect, ReconnectingWebSocket
 from .websocket import WebSocket
 
 __all__ = ["CLIENT_OPTIONS", "connect", "parse_url"]
@@ -63,6 +65,13 @@ def parse_url(url: str) -> tuple[bool, str, int, str, str]:
     if port != default:
         host_header += f":{port}"
     return secure, host, port, resource, host_header
+
+
+def _not_a_token(name: str) -> bool:
+    try:
+        return parse_token_list([name]) != [name]
+    except ValueError:
+        return True
 
 
 class _ClientHandshake(asyncio.Protocol):
@@ -159,6 +168,12 @@ class connect:
     gives an :class:`AsyncWebSocket` (``recv``, ``send``, ``async for``). With a
     :class:`Handler` instance its callbacks run as on a server, and the result is the
     :class:`~corral.websocket.WebSocket` handle.
+
+    ``reconnect=True`` (or a :class:`Reconnect` policy) gives a
+    :class:`ReconnectingWebSocket` that dials again, with backoff, when the connection drops or
+    the server goes away; ``message_id``, ``resume_header`` and ``on_reconnect`` let the server
+    replay what was missed (see docs/client.md). It needs the ``async for`` style: a
+    ``Handler`` instance holds one connection's state, so ``handler=`` with it is a TypeError.
     """
 
     def __init__(
@@ -172,8 +187,26 @@ class connect:
         options: Options | None = None,
         ssl: ssl_module.SSLContext | bool | None = None,
         open_timeout: float | None = 10.0,
+        reconnect: bool | Reconnect = False,
+        message_id: MessageId | None = None,
+        resume_header: str | None = None,
+        on_reconnect: OnReconnect | None = None,
         **option_changes: Any,
     ) -> None:
+        self.reconnect: Reconnect | None = (
+            reconnect if isinstance(reconnect, Reconnect) else Reconnect() if reconnect else None
+        )
+        if self.reconnect is not None and handler is not None:
+            raise TypeError("reconnect works with the async-for style only, not with handler=")
+        if self.reconnect is None and (message_id or resume_header or on_reconnect):
+            raise TypeError("message_id, resume_header and on_reconnect need reconnect=...")
+        if resume_header is not None and message_id is None:
+            raise TypeError("resume_header needs message_id: it carries the last id")
+        if resume_header is not None and _not_a_token(resume_header):
+            raise ValueError(f"resume_header is not a header name: {resume_header!r}")
+        self.message_id = message_id
+        self.resume_header = resume_header
+        self.on_reconnect = on_reconnect
         self.url = url
         self.subprotocols = tuple(subprotocols)
         self.headers = list(headers)
@@ -183,9 +216,29 @@ class connect:
         self.options = opts.replace(**option_changes) if option_changes else opts
         self.ssl = ssl
         self.open_timeout = open_timeout
-        self._result: AsyncWebSocket | WebSocket | None = None
+        self._result: AsyncWebSocket | WebSocket | ReconnectingWebSocket | None = None
 
-    async def _open(self) -> AsyncWebSocket | WebSocket:
+    async def _open(self) -> AsyncWebSocket | WebSocket | ReconnectingWebSocket:
+        if self.reconnect is not None:
+            secure, _, _, resource, host_header = parse_url(self.url)
+            path = resource.partition("?")[0]  # logged: a query may hold a token
+            client = ReconnectingWebSocket(
+                self._dial, self.reconnect, target=f"{'wss' if secure else 'ws'}://"
+                f"{host_header}{path}", max_queue=self.options.max_queue,
+                message_id=self.message_id, on_reconnect=self.on_reconnect,
+                resume_header=self.resume_header)
+            self._result = await client.start()
+            return client
+        handler: Handler = self.handler or AsyncWebSocket(self.options.max_queue)
+        ws = await self._dial(handler)
+        result: AsyncWebSocket | WebSocket = ws if self.handler is not None else handler  # type: ignore[assignment]
+        self._result = result
+        return result
+
+    async def _dial(
+        self, handler: Handler, extra_headers: Sequence[tuple[str, str]] = ()
+    ) -> WebSocket:
+        """One connection attempt: TCP (and TLS), the upgrade, then ``handler`` runs."""
         secure, host, port, resource, host_header = parse_url(self.url)
         context: ssl_module.SSLContext | None = None
         if secure:
@@ -197,8 +250,7 @@ class connect:
         offers = client_offers(self.options.compression)
         request = build_request(host_header, resource, key, subprotocols=self.subprotocols,
                                 extensions=format_extension_header(offers) if offers else None,
-                                origin=self.origin, headers=self.headers)
-        handler: Handler = self.handler or AsyncWebSocket(self.options.max_queue)
+                                origin=self.origin, headers=[*self.headers, *extra_headers])
         loop = asyncio.get_running_loop()
         opened: asyncio.Future[WebSocket] = loop.create_future()
         transport, _ = await asyncio.wait_for(
@@ -214,9 +266,7 @@ class connect:
         except BaseException:
             transport.abort()
             raise
-        result: AsyncWebSocket | WebSocket = ws if self.handler is not None else handler  # type: ignore[assignment]
-        self._result = result
-        return result
+        return ws
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self._open().__await__()
@@ -228,7 +278,7 @@ class connect:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         result = self._result
-        if isinstance(result, AsyncWebSocket):
+        if isinstance(result, AsyncWebSocket | ReconnectingWebSocket):
             await result.close()
         elif isinstance(result, WebSocket):
             result.close()

@@ -1,0 +1,248 @@
+"""Many machines in miniature: Redis, three corral server processes sharing it as their
+broker, and Debian's nginx in front of them as the WebSocket reverse proxy.
+
+Clients connected through the proxy land on different nodes and all receive every broadcast.
+Then one node stops: its clients see 1001, reconnect through the proxy to the nodes left, and
+keep receiving; nothing published after they are back is lost, nothing arrives twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import corral
+
+ROOT = Path(__file__).resolve().parents[2]
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+NODES = 3
+CLIENTS = 9  # three per node: nginx balances new connections round-robin
+
+pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_listening(port: int, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll until something accepts TCP on ``port`` (bounded: 10 s)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"process exited with {process.returncode}") from None
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+        else:
+            writer.close()
+            return
+
+
+async def stop_node(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM and wait, without blocking the loop: the clients in this test must answer the
+    node's closing handshake meanwhile."""
+    process.send_signal(signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while process.poll() is None and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+
+
+def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+NGINX_CONF = """\
+daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log info;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream corral {{
+{servers}
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://corral;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_set_header Host $host;
+            proxy_read_timeout 1h;
+            proxy_connect_timeout 2s;
+        }}
+    }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def nginx(tmp_path: Path, upstreams: list[int]) -> Iterator[int]:
+    """nginx in the foreground on a random port, proxying WebSocket upgrades to
+    ``upstreams``; stopped (and its PID checked gone) on exit."""
+    assert NGINX is not None
+    port = free_port()
+    servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=30s;"
+                        for p in upstreams)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=tmp_path, servers=servers, port=port))
+    process = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(conf),
+                                "-e", str(tmp_path / "error.log")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield port
+    finally:
+        stop_process(process, signal.SIGQUIT)  # graceful: lets proxied connections finish
+
+
+@contextlib.contextmanager
+def corral_nodes(broker: str, count: int) -> Iterator[list[tuple[int, subprocess.Popen[bytes]]]]:
+    nodes = []
+    try:
+        for _ in range(count):
+            port = free_port()
+            process = subprocess.Popen(
+                [sys.executable, "-m", "corral", "run", "tests.interop.multinode_app:app",
+                 "--port", str(port), "--broker", broker, "--log-level", "warning"],
+                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )
+            nodes.append((port, process))
+        yield nodes
+    finally:
+        for _, process in nodes:
+            stop_process(process)
+            if process.stderr is not None:
+                process.stderr.close()
+
+
+class Client:
+    """A reconnecting client of the proxy that records which node it is on and what it got."""
+
+    def __init__(self, connecting: corral.connect) -> None:
+        self._connect = connecting
+        self.ws: corral.ReconnectingWebSocket | None = None
+        self.nodes: list[int] = []  # the node of each connection, in order
+        self.messages: list[str] = []
+        self.changed = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.ws = await self._connect
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        async for message in self.ws:
+            assert isinstance(message, str)
+            if message.startswith("node "):
+                self.nodes.append(int(message.split()[1]))
+            else:
+                self.messages.append(message)
+            self.changed.set()
+
+    async def wait_for(self, predicate: Callable[[], object], what: str) -> None:
+        async def until() -> None:
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+        try:
+            await asyncio.wait_for(until(), 15)
+        except TimeoutError:
+            pytest.fail(f"a client never {what}: nodes {self.nodes}, messages {self.messages}")
+
+
+async def send(client: Client, text: str) -> None:
+    assert client.ws is not None
+    await client.ws.send(text)
+
+
+async def test_broadcast_through_nginx_survives_a_node_going_away(
+    redis_server: Any, tmp_path: Path
+) -> None:
+    broker = redis_server.url
+    with corral_nodes(broker, NODES) as nodes:
+        for port, process in nodes:
+            await wait_listening(port, process)
+        with nginx(tmp_path, [port for port, _ in nodes]) as proxy:
+            await wait_listening(proxy)
+            policy = corral.Reconnect(initial_delay=0.05, max_delay=0.5)
+            clients = [Client(corral.connect(f"ws://127.0.0.1:{proxy}/feed", reconnect=policy))
+                       for _ in range(CLIENTS)]
+            try:
+                for client in clients:
+                    await client.start()
+                for client in clients:
+                    await client.wait_for(lambda c=client: c.nodes, "landed on a node")
+                pids = {process.pid for _, process in nodes}
+                landed = {client.nodes[0] for client in clients}
+                assert landed == pids  # round-robin: every node has clients
+
+                # Every client gets a broadcast sent through any node, once.
+                await send(clients[0], "before")
+                for client in clients:
+                    await client.wait_for(lambda c=client: "before" in c.messages,
+                                          "received the first broadcast")
+
+                # One node goes away: its clients get 1001 and come back through the proxy.
+                port, gone = nodes[1]
+                moved = [client for client in clients if client.nodes[0] == gone.pid]
+                await stop_node(gone)
+                assert gone.returncode == 0
+                for client in moved:
+                    await client.wait_for(lambda c=client: len(c.nodes) == 2, "reconnected")
+                    assert client.nodes[1] != gone.pid and client.nodes[1] in pids
+                    assert client.ws is not None and client.ws.reconnects == 1
+
+                # Nothing published after they are back is lost or doubled, in order.
+                sender = next(c for c in clients if c not in moved)
+                sent = [f"after {i}" for i in range(20)]
+                for text in sent:
+                    await send(sender, text)
+                for client in clients:
+                    await client.wait_for(lambda c=client: c.messages[-1:] == [sent[-1]],
+                                          "received every later broadcast")
+                    after = [m for m in client.messages if m.startswith("after ")]
+                    assert after == sent
+                    assert client.messages.count("before") == 1
+            finally:
+                for client in clients:
+                    if client.ws is not None:
+                        await client.ws.close()
+                    if client.task is not None:
+                        client.task.cancel()
+                        with contextlib.suppress(BaseException):
+                            await client.task
