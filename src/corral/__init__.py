@@ -43,6 +43,7 @@ from .handler import (
 from .options import COMPRESSION_PRESETS, DeflateSettings, Options
 from .protocol.frames import CloseCode
 from .pubsub import Broker, MemoryBroker, PublishFailed, Topics
+from .reconnect import Reconnect, ReconnectingWebSocket
 from .request import Request, Response
 from .server import Router, Server, StaticFiles, run, serve
 from .websocket import WebSocket
@@ -83,6 +84,8 @@ __all__ = [
     "ProtocolError",
     "PublishError",
     "PublishFailed",
+    "Reconnect",
+    "ReconnectingWebSocket",
     "Reject",
     "Request",
     "Response",
