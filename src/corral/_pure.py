@@ -11,7 +11,14 @@ from __future__ import annotations
 import struct
 from typing import TypeAlias
 
-__all__ = ["ParsedFrame", "apply_mask", "build_frame", "parse_frames"]
+__all__ = [
+    "ParsedFrame",
+    "PayloadBuffer",
+    "apply_mask",
+    "apply_mask_in_place",
+    "build_frame",
+    "parse_frames",
+]
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
 
@@ -50,6 +57,53 @@ def apply_mask(data: Buffer, mask: Buffer, offset: int = 0) -> bytes:
     return value.to_bytes(n, "little")
 
 
+def apply_mask_in_place(data: Buffer, mask: Buffer, offset: int = 0) -> None:
+    """``apply_mask`` that overwrites ``data`` (a writable buffer) with its result.
+
+    For a payload the socket wrote straight into the message's buffer: it is unmasked
+    where it landed instead of being copied out.
+    """
+    view = memoryview(data).cast("B")
+    if view.readonly:
+        raise TypeError("apply_mask_in_place needs a writable buffer")
+    view[:] = apply_mask(view, mask, offset)
+
+
+class PayloadBuffer:
+    """A payload of known size, filled in place (``view``), then handed out as ``bytes``.
+
+    The compiled twin builds the ``bytes`` object itself, so ``take`` costs no copy; here
+    the bytes are copied out of a ``bytearray``. After ``take`` no new view is given, and
+    the caller must not write through the views it still holds.
+    """
+
+    __slots__ = ("_data", "_taken")
+
+    def __init__(self, size: int) -> None:
+        if size < 0:
+            raise ValueError("size must not be negative")
+        self._data = bytearray(size)
+        self._taken = False
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def view(self, start: int, stop: int) -> memoryview:
+        """A writable view of bytes ``start`` to ``stop``."""
+        if self._taken:
+            raise BufferError("the payload was taken")
+        if not 0 <= start <= stop <= len(self._data):
+            raise ValueError("view out of range")
+        return memoryview(self._data)[start:stop]
+
+    def take(self) -> bytes:
+        """The payload as ``bytes``; once only."""
+        if self._taken:
+            raise BufferError("the payload was taken")
+        self._taken = True
+        return bytes(self._data)
+
+
 def build_frame(
     opcode: int,
     payload: Buffer,
@@ -85,7 +139,7 @@ def build_frame(
 
 
 def parse_frames(
-    buf: Buffer, pos: int, require_mask: bool, max_frame_size: int
+    buf: Buffer, pos: int, require_mask: bool, max_frame_size: int, /
 ) -> tuple[list[ParsedFrame], int, int, str]:
     """Parse every complete frame in ``buf`` from ``pos``; payloads come out unmasked.
 

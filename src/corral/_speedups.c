@@ -102,6 +102,177 @@ apply_mask(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
     return result;
 }
 
+PyDoc_STRVAR(apply_mask_in_place_doc,
+"apply_mask_in_place(data, mask, offset=0) -> None\n\n"
+"apply_mask that overwrites data, a writable buffer, with its result (RFC 6455 5.3).");
+
+static PyObject *
+apply_mask_in_place(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"data", "mask", "offset", NULL};
+    Py_buffer data, mask;
+    Py_ssize_t offset = 0;
+    PyObject *mask_obj;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "w*O|n:apply_mask_in_place", kwlist, &data,
+                                     &mask_obj, &offset))
+        return NULL;
+    if (get_mask(mask_obj, &mask) < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    mask_copy(data.buf, data.buf, (size_t)data.len, mask.buf, (size_t)offset & 3);
+    PyBuffer_Release(&mask);
+    PyBuffer_Release(&data);
+    Py_RETURN_NONE;
+}
+
+/* ---- payload buffers ---------------------------------------------------------------------- */
+
+/* A payload of known size, filled in place through writable views, then handed out as bytes.
+ *
+ * The bytes object is created uninitialised (PyBytes_FromStringAndSize(NULL, n), the C API's
+ * way to build one) and is not seen by Python code before take(), so filling it in is
+ * building it, not mutating an immutable object: a large message lands where the socket
+ * wrote it and becomes the application's bytes without a copy. The buffer keeps its own
+ * reference after take(), so a view still held points at live memory; it refuses new views,
+ * and the caller must not write through old ones (the transport's view of the last read is
+ * released right after buffer_updated returns). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *bytes;
+    int taken;
+} PayloadBuffer;
+
+static PyObject *
+payload_buffer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"size", NULL};
+    Py_ssize_t size;
+    PayloadBuffer *self;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "n:PayloadBuffer", kwlist, &size))
+        return NULL;
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "size must not be negative");
+        return NULL;
+    }
+    self = (PayloadBuffer *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    /* Size 0 is the shared empty bytes: its zero-length views cannot write anything. */
+    self->bytes = PyBytes_FromStringAndSize(NULL, size);
+    if (self->bytes == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->taken = 0;
+    return (PyObject *)self;
+}
+
+static void
+payload_buffer_dealloc(PayloadBuffer *self)
+{
+    Py_XDECREF(self->bytes);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+payload_buffer_check(PayloadBuffer *self)
+{
+    if (self->taken) {
+        PyErr_SetString(PyExc_BufferError, "the payload was taken");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+payload_buffer_getbuffer(PayloadBuffer *self, Py_buffer *view, int flags)
+{
+    if (payload_buffer_check(self) < 0) {
+        view->obj = NULL;
+        return -1;
+    }
+    return PyBuffer_FillInfo(view, (PyObject *)self, PyBytes_AS_STRING(self->bytes),
+                             PyBytes_GET_SIZE(self->bytes), 0, flags);
+}
+
+static Py_ssize_t
+payload_buffer_length(PayloadBuffer *self)
+{
+    return PyBytes_GET_SIZE(self->bytes);
+}
+
+PyDoc_STRVAR(payload_buffer_view_doc,
+"view(start, stop) -> memoryview\n\nA writable view of bytes start to stop.");
+
+static PyObject *
+payload_buffer_view(PayloadBuffer *self, PyObject *args)
+{
+    Py_ssize_t start, stop;
+    PyObject *whole, *part;
+
+    if (!PyArg_ParseTuple(args, "nn:view", &start, &stop))
+        return NULL;
+    if (payload_buffer_check(self) < 0)
+        return NULL;
+    if (start < 0 || start > stop || stop > PyBytes_GET_SIZE(self->bytes)) {
+        PyErr_SetString(PyExc_ValueError, "view out of range");
+        return NULL;
+    }
+    whole = PyMemoryView_FromObject((PyObject *)self);
+    if (whole == NULL)
+        return NULL;
+    part = PySequence_GetSlice(whole, start, stop);
+    Py_DECREF(whole);
+    return part;
+}
+
+PyDoc_STRVAR(payload_buffer_take_doc, "take() -> bytes\n\nThe payload as bytes; once only.");
+
+static PyObject *
+payload_buffer_take(PayloadBuffer *self, PyObject *Py_UNUSED(ignored))
+{
+    if (payload_buffer_check(self) < 0)
+        return NULL;
+    self->taken = 1;
+    Py_INCREF(self->bytes);
+    return self->bytes;
+}
+
+static PyMethodDef payload_buffer_methods[] = {
+    {"view", (PyCFunction)payload_buffer_view, METH_VARARGS, payload_buffer_view_doc},
+    {"take", (PyCFunction)payload_buffer_take, METH_NOARGS, payload_buffer_take_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods payload_buffer_as_sequence = {
+    .sq_length = (lenfunc)payload_buffer_length,
+};
+
+static PyBufferProcs payload_buffer_as_buffer = {
+    .bf_getbuffer = (getbufferproc)payload_buffer_getbuffer,
+};
+
+PyDoc_STRVAR(payload_buffer_doc,
+"PayloadBuffer(size)\n\n"
+"A payload of known size, filled in place (view), then handed out as bytes without a copy\n"
+"(take). After take() no new view is given; do not write through the views still held.");
+
+static PyTypeObject PayloadBufferType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "corral._speedups.PayloadBuffer",
+    .tp_basicsize = sizeof(PayloadBuffer),
+    .tp_dealloc = (destructor)payload_buffer_dealloc,
+    .tp_as_sequence = &payload_buffer_as_sequence,
+    .tp_as_buffer = &payload_buffer_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = payload_buffer_doc,
+    .tp_methods = payload_buffer_methods,
+    .tp_new = payload_buffer_new,
+};
+
 /* ---- serializing (5.2) -------------------------------------------------------------------- */
 
 /* An int argument; one beyond long range becomes -1, which every caller rejects as out of
@@ -226,15 +397,16 @@ error:
 }
 
 PyDoc_STRVAR(parse_frames_doc,
-"parse_frames(buf, pos, require_mask, max_frame_size) -> (frames, new_pos, code, reason)\n\n"
+"parse_frames(buf, pos, require_mask, max_frame_size, /) -> (frames, new_pos, code, reason)\n\n"
 "Parse every complete frame in buf from pos (RFC 6455 5.2). frames: list of\n"
 "(opcode, fin, rsv, unmasked payload). code: 0, or 1002/1009 for the first bad frame,\n"
 "which new_pos then points at. max_frame_size < 0: no limit.");
 
+/* Called once per read with four positional arguments: METH_FASTCALL and these few checks
+ * cost far less than the generic argument parser. */
 static PyObject *
-parse_frames(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+parse_frames(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    static char *kwlist[] = {"buf", "pos", "require_mask", "max_frame_size", NULL};
     Py_buffer view;
     Py_ssize_t pos;
     int require_mask, overflow;
@@ -245,8 +417,19 @@ parse_frames(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
     int code = 0;
     PyObject *reason = NULL;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*npO:parse_frames", kwlist, &view, &pos,
-                                     &require_mask, &max_obj))
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "parse_frames() takes 4 positional arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    pos = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
+    if (pos == -1 && PyErr_Occurred())
+        return NULL;
+    require_mask = PyObject_IsTrue(args[2]);
+    if (require_mask < 0)
+        return NULL;
+    max_obj = args[3];
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
     /* Any int is accepted; one beyond long long range cannot be reached by a 63-bit length,
      * so it counts as no limit, as does a negative one. */
@@ -375,21 +558,37 @@ error:
 static PyMethodDef speedups_methods[] = {
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_VARARGS | METH_KEYWORDS,
      apply_mask_doc},
+    {"apply_mask_in_place", (PyCFunction)(void (*)(void))apply_mask_in_place,
+     METH_VARARGS | METH_KEYWORDS, apply_mask_in_place_doc},
     {"build_frame", (PyCFunction)(void (*)(void))build_frame, METH_VARARGS | METH_KEYWORDS,
      build_frame_doc},
-    {"parse_frames", (PyCFunction)(void (*)(void))parse_frames, METH_VARARGS | METH_KEYWORDS,
-     parse_frames_doc},
+    {"parse_frames", (PyCFunction)(void (*)(void))parse_frames, METH_FASTCALL, parse_frames_doc},
     {NULL, NULL, 0, NULL},
 };
 
+static int
+speedups_exec(PyObject *module)
+{
+    if (PyType_Ready(&PayloadBufferType) < 0)
+        return -1;
+    Py_INCREF(&PayloadBufferType);
+    if (PyModule_AddObject(module, "PayloadBuffer", (PyObject *)&PayloadBufferType) < 0) {
+        Py_DECREF(&PayloadBufferType);
+        return -1;
+    }
+    return 0;
+}
+
 static PyModuleDef_Slot speedups_slots[] = {
+    {Py_mod_exec, speedups_exec},
     {0, NULL},
 };
 
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "corral._speedups",
-    .m_doc = "Compiled twins of corral._pure: frame masking, building and parsing.",
+    .m_doc = "Compiled twins of corral._pure: frame masking, building and parsing, payload "
+             "buffers.",
     .m_size = 0,
     .m_methods = speedups_methods,
     .m_slots = speedups_slots,

@@ -1,7 +1,10 @@
 # Stub of the C extension; the signatures are those of corral._pure, its source of truth.
 from ._pure import Buffer, ParsedFrame
+from ._pure import PayloadBuffer as PayloadBuffer
 
 def apply_mask(data: Buffer, mask: Buffer, offset: int = 0) -> bytes: ...
+def apply_mask_in_place(data: Buffer, mask: Buffer, offset: int = 0) -> None: ...
+
 def build_frame(
     opcode: int,
     payload: Buffer,
@@ -10,5 +13,5 @@ def build_frame(
     mask: Buffer | None = None,
 ) -> bytes: ...
 def parse_frames(
-    buf: Buffer, pos: int, require_mask: bool, max_frame_size: int
+    buf: Buffer, pos: int, require_mask: bool, max_frame_size: int, /
 ) -> tuple[list[ParsedFrame], int, int, str]: ...

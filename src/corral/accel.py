@@ -10,15 +10,34 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["COMPILED", "apply_mask", "build_frame", "parse_frames"]
+__all__ = [
+    "COMPILED",
+    "PayloadBuffer",
+    "apply_mask",
+    "apply_mask_in_place",
+    "build_frame",
+    "parse_frames",
+]
 
 COMPILED = False
 if os.environ.get("CORRAL_PURE") != "1":
     try:
-        from ._speedups import apply_mask, build_frame, parse_frames
+        from ._speedups import (
+            PayloadBuffer,
+            apply_mask,
+            apply_mask_in_place,
+            build_frame,
+            parse_frames,
+        )
 
         COMPILED = True
     except ImportError:
         pass
 if not COMPILED:
-    from ._pure import apply_mask, build_frame, parse_frames
+    from ._pure import (
+        PayloadBuffer,
+        apply_mask,
+        apply_mask_in_place,
+        build_frame,
+        parse_frames,
+    )

@@ -156,6 +156,17 @@ class AsyncWebSocket(Handler):
         style's own ``send`` waits instead)."""
         return self.ws.dropped_messages if self.ws else 0
 
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes written to this peer but not yet taken by the kernel."""
+        return self.ws.buffered_amount if self.ws else 0
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is below ``write_limit`` (``send`` does this itself;
+        useful after publishes, or ``ws.ws.send`` calls that do not wait)."""
+        if self.ws is not None:
+            await self.ws.drain()
+
     async def recv(self) -> str | bytes:
         """The next message; raises ConnectionClosed once the connection is over."""
         while not self._messages:

@@ -156,14 +156,22 @@ def _seconds_or_none(text: str) -> float | None:
     return value or None  # 0 turns the timeout off, like 'none'
 
 
-def _worker_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of workers: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+def _count(what: str, minimum: int) -> Callable[[str], int]:
+    """An argument type: an integer of at least ``minimum``, named ``what`` in errors."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of {what}: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
+        return value
+
+    return parse
+
+
+_worker_count = _count("workers", 1)
 
 
 def _fd(text: str) -> int:
@@ -211,19 +219,9 @@ def _add_demo(subparsers: Any) -> None:
                     "unchanged: --workers N --broker redis://host:port/db.",
     )
     _add_server_options(parser)
-    parser.add_argument("--history", type=_history, default=50, metavar="N",
+    parser.add_argument("--history", type=_count("messages", 0), default=50, metavar="N",
                         help="messages kept per room (%(default)s; 0: none)")
     parser.set_defaults(func=_cmd_demo, parser=parser)
-
-
-def _history(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of messages: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"history must be 0 or more, not {value}")
-    return value
 
 
 def _add_server_options(parser: argparse.ArgumentParser) -> None:
@@ -358,6 +356,9 @@ def _serve(args: argparse.Namespace, load: Callable[[], App]) -> int:
     except OSError as exc:  # the address is taken, a certificate file is missing or bad...
         print(f"corral: error: cannot start the server: {exc}", file=sys.stderr)
         return 1
+    except ImportError as exc:  # --broker redis:// without the redis package
+        print(f"corral: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 

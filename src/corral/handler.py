@@ -208,7 +208,8 @@ class Handler:
         return None
 
     def on_drain(self, ws: WebSocket) -> MaybeAsync:
-        """The send buffer went back under ``write_limit`` after being over it."""
+        """The send buffer, after going over ``write_limit``, drained to its low-water mark
+        (a quarter of ``write_limit``): a good moment to resend what ``on_drop`` saw."""
         return None
 
     def on_close(self, ws: WebSocket, reason: CloseReason) -> None:

@@ -45,7 +45,7 @@ class Options:
     - ``max_queue`` (16): in the ``async for`` style, messages buffered before reading from
       the socket pauses (backpressure).
     - ``write_limit`` (65536): write buffer size above which ``drain()`` waits, reading from
-      the peer pauses, and ``on_drain`` is called once it is back under.
+      the peer pauses, and ``on_drain`` is called once it is down to a quarter of it.
     - ``max_backpressure`` (1 MiB): unsent bytes above which a data message (a send or a
       publish) is not queued for this peer; control frames still go. None: no limit.
     - ``backpressure_policy`` ("drop"): over ``max_backpressure``, "drop" the message,

@@ -4,6 +4,10 @@ Server and client share this class: after their handshakes both hand the transpo
 ``WebSocket`` (``transport.set_protocol``). It owns the timers (idle, close, keepalive), turns
 core events into handler callbacks, applies the commands they return, and corks every frame
 produced while handling one read into a single write.
+
+It reads as an ``asyncio.BufferedProtocol``: into one read buffer shared by the connections of
+a thread, parsed in place, so an idle connection holds no buffer; or, for the rest of a large
+payload, straight into the message's own buffer (``Connection.payload_buffer``).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -65,8 +70,21 @@ _DRAINED = _Drained()
 _COMMANDS = frozenset({Text, Binary, Fragment, Ping, Pong, Close, Pause, Resume, SetOptions,
                        Deflate})
 
+# What the transport reads into, unless a large payload is due: one buffer per thread, so per
+# event loop. Every read is parsed (and an incomplete frame's few bytes copied out) before the
+# loop reads again, so all the loop's connections can share it. 64 KiB: libuv's read size.
+_READ_BUFFER_SIZE = 64 * 1024
+_thread_state = threading.local()
 
-class WebSocket(Timers, asyncio.Protocol):
+
+def _shared_read_buffer() -> memoryview:
+    view: memoryview | None = getattr(_thread_state, "read_buffer", None)
+    if view is None:
+        view = _thread_state.read_buffer = memoryview(bytearray(_READ_BUFFER_SIZE))
+    return view
+
+
+class WebSocket(Timers, asyncio.BufferedProtocol):
     """An open connection, as handlers see it (the ``ws`` argument of every callback).
 
     Every method is non-blocking and safe to call from any task on the connection's loop;
@@ -80,6 +98,7 @@ class WebSocket(Timers, asyncio.Protocol):
         "_closed_waiter",
         "_closing_kind",
         "_corked",
+        "_direct",
         "_drain_waiters",
         "_dropping",
         "_eof",
@@ -90,6 +109,7 @@ class WebSocket(Timers, asyncio.Protocol):
         "_on_finish",
         "_paused",
         "_pubsub",
+        "_read_buffer",
         "_reading",
         "_topics",
         "_track_task",
@@ -128,6 +148,7 @@ class WebSocket(Timers, asyncio.Protocol):
         self._topics: set[str] | None = None  # this connection's, while it has any
         self._callback_task: asyncio.Task[None] | None = None
         self._reading = True  # the transport is being read (see _update_reading)
+        self._direct = False  # the last get_buffer gave the message's own buffer
         self._eof = False  # the peer half-closed while we still owed it frames
         self._corked = False
         self._busy = False  # an async callback is running: events wait in the backlog
@@ -151,6 +172,9 @@ class WebSocket(Timers, asyncio.Protocol):
         """Take over ``transport`` after a handshake; ``initial`` are bytes already read."""
         self.transport = transport
         self._loop = loop = asyncio.get_running_loop()
+        self._read_buffer = _shared_read_buffer()
+        # A BufferedProtocol: uvloop and asyncio's transports switch to get_buffer /
+        # buffer_updated; bytes read with the handshake are ``initial``, handled below first.
         transport.set_protocol(self)
         self._last_recv = loop.time()
         self._arm_idle()
@@ -159,18 +183,44 @@ class WebSocket(Timers, asyncio.Protocol):
         try:
             self._dispatch(self.handler.on_open, self)
             if initial:
-                self._receive(initial)
+                self._handle_received(self.conn.receive_data(initial))
         finally:
             self._corked = False
         self._flush()
 
-    # -- asyncio.Protocol ------------------------------------------------------------------------
+    # -- asyncio.BufferedProtocol ----------------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Where the next read goes: the rest of a large payload straight into its message's
+        buffer (no copy), anything else into the thread's shared read buffer."""
+        conn = self.conn
+        view = conn.payload_buffer() if conn.payload_pending else None
+        if view is None:
+            self._direct = False
+            return self._read_buffer
+        self._direct = True
+        return view
+
+    def buffer_updated(self, nbytes: int) -> None:
         self._last_recv = self._loop.time()  # type: ignore[union-attr]
         self._corked = True
         try:
-            self._receive(data)
+            if self._direct:
+                self._handle_received(self.conn.payload_received(nbytes))
+            else:
+                self._handle_received(self.conn.receive_data(self._read_buffer[:nbytes]))
+        finally:
+            self._corked = False
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes from a transport that does not read into our buffers. Also needed by
+        uvloop: ``set_protocol`` keeps the previous protocol's ``data_received`` when the new
+        one has none, and with it the whole HTTP protocol of every connection (2.4 KiB)."""
+        self._last_recv = self._loop.time()  # type: ignore[union-attr]
+        self._corked = True
+        try:
+            self._handle_received(self.conn.receive_data(data))
         finally:
             self._corked = False
         self._flush()
@@ -232,8 +282,7 @@ class WebSocket(Timers, asyncio.Protocol):
         else:
             transport.pause_reading()
 
-    def _receive(self, data: bytes) -> None:
-        events = self.conn.receive_data(data)
+    def _handle_received(self, events: list[ev.Event]) -> None:
         if not events:
             return
         if self._busy or self._paused or self._backlog:
@@ -433,20 +482,38 @@ class WebSocket(Timers, asyncio.Protocol):
             self._flush()
         return True
 
-    def send_frame(self, frame: bytes, message: str | bytes = b"") -> bool:
-        """Send a data frame built elsewhere (a published message, framed once for all its
-        subscribers), in order with what this connection sends. Returns False, sending
-        nothing, once closing, while a fragmented message is being sent, or when dropped by
-        ``max_backpressure`` (``on_drop`` then gets ``message``, the frame's content)."""
+    def send_frame(
+        self, frame: bytes | None, message: str | bytes = b"", flush: bool = True
+    ) -> bool:
+        """Send a published message, in order with what this connection sends: ``frame`` is
+        it framed elsewhere (once for all plain subscribers), or None for this connection to
+        encode ``message`` itself (a compression extension's state is its own). Returns
+        False, sending nothing, once closing, or when the message is dropped (``on_drop``
+        then gets ``message``): over ``max_backpressure``, or while a fragmented message is
+        being sent, as its fragments cannot be interleaved with another (RFC 6455 5.4).
+        ``flush=False`` leaves it queued until ``flush()``, so that several publishes go out
+        in one write; it is ignored while writing is paused (the backpressure checks need
+        the transport to hold what was sent)."""
         conn = self.conn
-        if conn.state is not State.OPEN or conn.close_sent is not None or conn.sending_fragmented:
+        if conn.state is not State.OPEN or conn.close_sent is not None:
+            return False
+        if conn.sending_fragmented:
+            self._drop(message)
             return False
         if self._write_paused and self._over_backpressure(message):
             return False
-        conn.queue_frame(frame)
-        if not self._corked:
+        if frame is None:
+            conn.send_message(message)
+        else:
+            conn.queue_frame(frame)
+        if not self._corked and (flush or self._write_paused):
             self._flush()
         return True
+
+    def flush(self) -> None:
+        """Write what is queued (``send_frame(..., flush=False)``) now."""
+        if not self._corked:
+            self._flush()
 
     def _over_backpressure(self, message: str | bytes) -> bool:
         """Whether ``max_backpressure`` stops this message (only asked while writing is
@@ -459,8 +526,8 @@ class WebSocket(Timers, asyncio.Protocol):
         buffered = transport.get_write_buffer_size()
         if buffered < limit:
             return False
-        self.dropped_messages += 1
         if self.options.backpressure_policy == "close":
+            self.dropped_messages += 1
             logger.warning("closing slow peer %s: %d bytes unsent, max_backpressure %d",
                            self.remote_address, buffered, limit)
             self.close(CloseCode.TRY_AGAIN_LATER, "too slow: send buffer full")
@@ -469,8 +536,13 @@ class WebSocket(Timers, asyncio.Protocol):
             self._dropping = True  # one line per episode, not per message
             logger.warning("dropping messages to slow peer %s: %d bytes unsent, "
                            "max_backpressure %d", self.remote_address, buffered, limit)
-        self._loop.call_soon(self._deliver_event, _Dropped(message))  # type: ignore[union-attr]
+        self._drop(message)
         return True
+
+    def _drop(self, message: str | bytes) -> None:
+        """A data message was not sent: count it; ``on_drop`` gets it soon after."""
+        self.dropped_messages += 1
+        self._loop.call_soon(self._deliver_event, _Dropped(message))  # type: ignore[union-attr]
 
     def send_fragment(self, data: str | bytes, last: bool = False, compress: bool = True) -> bool:
         """Send one fragment of a message; the first fragment's type is the message's."""
@@ -556,8 +628,9 @@ class WebSocket(Timers, asyncio.Protocol):
     def publish(self, topic: str, message: Message, *, keep: int = 0) -> asyncio.Future[int]:
         """Publish to every subscriber of ``topic`` on this connection's server and every
         process sharing its broker (this connection included, if subscribed). See
-        :meth:`corral.Server.publish`; a failure the future's awaiter does not take also
-        reaches this handler's ``on_info`` as :class:`~corral.pubsub.PublishFailed`."""
+        :meth:`corral.Server.publish`. A failure also reaches this handler's ``on_info`` as
+        :class:`~corral.pubsub.PublishFailed` (awaited or not), so a callback-style handler
+        that cannot await still hears of it."""
         return self._server_topics().publish(topic, message, keep=keep, publisher=self)
 
     @property
@@ -592,7 +665,8 @@ class WebSocket(Timers, asyncio.Protocol):
 
     def set_options(self, **changes: Any) -> None:
         """Change run-time options (idle_timeout, max_message_size, max_frame_size,
-        ping_interval, ping_timeout) for this connection."""
+        ping_interval, ping_timeout, max_backpressure, backpressure_policy) for this
+        connection; a bad value raises ValueError and changes nothing."""
         check_runtime_changes(changes)
         self.options = self.options.replace(**changes)
         self.conn.max_message_size = self.options.max_message_size
@@ -629,14 +703,17 @@ class WebSocket(Timers, asyncio.Protocol):
         self._flush()
 
     async def drain(self) -> None:
-        """Wait until the write buffer is below its high-water mark."""
-        if not self._write_paused or self._finished is not None:
-            return
-        fut = self._loop.create_future()  # type: ignore[union-attr]
-        if self._drain_waiters is None:
-            self._drain_waiters = []
-        self._drain_waiters.append(fut)
-        await fut
+        """Wait until the write buffer is below its high-water mark (``write_limit``).
+
+        Checked again on waking: writes made between the resume and this task running (a
+        burst of publishes) may have filled the buffer again, and a send that follows a
+        drain must not find it over ``max_backpressure``."""
+        while self._write_paused and self._finished is None:
+            fut = self._loop.create_future()  # type: ignore[union-attr]
+            if self._drain_waiters is None:
+                self._drain_waiters = []
+            self._drain_waiters.append(fut)
+            await fut
 
     async def wait_closed(self) -> CloseReason:
         """Wait until the connection has ended; return why."""

@@ -308,10 +308,21 @@ async def test_one_frame_is_built_for_every_plain_subscriber(build_frame_calls: 
                 transport.write = spy
             assert server.publish("news", "x" * 1000).result() == 5
             assert len(build_frame_calls) == 1
+            await asyncio.sleep(0)  # writes go out together once the loop comes round
             assert len(written) == 5
             assert all(data is build_frame_calls[0] for data in written)
             for ws in subs:
                 assert await asyncio.wait_for(ws.recv(), 2) == "x" * 1000
+            # Publishes made in one go reach each subscriber in one write, in order.
+            written.clear()
+            for i in range(3):
+                assert server.publish("news", f"burst {i}").result() == 5
+            await asyncio.sleep(0)
+            assert len(written) == 5
+            assert all(data == b"".join(build_frame_calls[1:]) for data in written)
+            for ws in subs:
+                for i in range(3):
+                    assert await asyncio.wait_for(ws.recv(), 2) == f"burst {i}"
         finally:
             for ws in subs:
                 await ws.close()
@@ -339,6 +350,52 @@ async def test_compressed_and_plain_subscribers_in_one_publish(build_frame_calls
         finally:
             await deflated.close()
             await plain.close()
+
+
+async def test_compressed_frame_is_shared_without_context_takeover(
+    build_frame_calls: list[bytes],
+) -> None:
+    """Subscribers whose server side keeps no compression context get one compressed frame,
+    built once and written to each of them as the same bytes; one that keeps its context
+    (another client's offer) still encodes for itself."""
+    async with serving(compression=DeflateSettings()) as server:
+        nct = DeflateSettings(server_no_context_takeover=True)
+        shared = [await client(server, "/auto/feed", compression=nct) for _ in range(3)]
+        own = await client(server, "/auto/feed", compression=DeflateSettings())
+        try:
+            await until(lambda: server.subscriber_count("feed") == 4)
+            written: dict[Any, list[bytes]] = {}
+            for ws in server.connections:
+                transport: Any = ws.transport
+                real_write = transport.write
+                written[ws] = []
+
+                def spy(data: bytes, real_write: Any = real_write, out: Any = written[ws]
+                        ) -> None:
+                    out.append(data)
+                    real_write(data)
+
+                transport.write = spy
+            text = "compress me, once " * 300
+            assert server.publish("feed", text).result() == 4
+            await asyncio.sleep(0)
+            assert len(build_frame_calls) == 1  # the shared compressed frame
+            frame = build_frame_calls[0]
+            assert frame[0] == 0xC1  # FIN, RSV1 (compressed), text
+            assert len(frame) < len(text) // 4
+            sharing = [w for ws, w in written.items() if ws.conn.extensions[0].shared_key()]
+            assert len(sharing) == 3
+            assert all(w == [frame] and w[0] is frame for w in sharing)
+            for ws in [*shared, own]:
+                assert await asyncio.wait_for(ws.recv(), 2) == text
+                await nothing_else(ws)
+            # A second publish: the subscriber with a context compresses better, still right.
+            assert server.publish("feed", text).result() == 4
+            for ws in [*shared, own]:
+                assert await asyncio.wait_for(ws.recv(), 2) == text
+        finally:
+            for ws in [*shared, own]:
+                await ws.close()
 
 
 # -- many subscribers ------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """The WebSocket connection state machine, after the handshake (RFC 6455 sections 5-8).
 
 Sans-I/O: ``receive_data`` takes bytes and returns events; the ``send_*`` methods queue
-frames that ``data_to_send`` hands out. Timers, sockets and the event loop belong to the
-I/O layer. Every error the peer can cause is turned into a close frame here, in one place
-(``_fail``): 1002 protocol error, 1007 invalid data, 1009 too big.
+frames that ``data_to_send`` hands out. An I/O layer that chooses where it reads may also ask
+``payload_buffer`` where the rest of a large payload belongs, read it straight there and say
+so with ``payload_received``. Timers, sockets and the event loop belong to the I/O layer.
+Every error the peer can cause is turned into a close frame here, in one place (``_fail``):
+1002 protocol error, 1007 invalid data, 1009 too big.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import enum
 import os
 from collections.abc import Callable, Sequence
 
-from ..accel import build_frame, parse_frames
+from ..accel import PayloadBuffer, build_frame, parse_frames
 from ..exceptions import (
     ConnectionClosed,
     InvalidPayload,
@@ -26,7 +28,17 @@ from .frames import CloseCode, Opcode, parse_close, serialize_close
 from .reader import FrameReader
 from .utf8 import Utf8Decoder
 
-__all__ = ["Connection", "Side", "State"]
+__all__ = ["DIRECT_READ_MIN", "Connection", "Side", "State"]
+
+#: ``payload_buffer`` offers the message's own buffer when at least this much of a frame's
+#: payload is still to come. Below it, reading the rest into a shared buffer costs a copy of
+#: less than this, but that read also takes whatever follows the frame; above it, the copy
+#: costs more than the extra read that a view ending exactly at the frame's end implies.
+DIRECT_READ_MIN = 64 * 1024
+# A message's buffer of its full declared size is made only once this share of it (1/8) has
+# arrived: a header alone must not make a connection allocate up to max_message_size, or
+# many stalled peers would cost many times what they sent.
+PAYLOAD_BUFFER_SHARE = 8
 
 
 class Side(enum.Enum):
@@ -55,9 +67,11 @@ class Connection:
         "_ext_rsv",
         "_extensions",
         "_msg_buf",
+        "_msg_filled",
         "_msg_first",
         "_msg_frames",
         "_msg_opcode",
+        "_msg_payload",
         "_msg_size",
         "_out",
         "_out_opcode",
@@ -71,6 +85,7 @@ class Connection:
         "mask_key",
         "max_fragments",
         "max_message_size",
+        "payload_pending",
         "side",
         "state",
     )
@@ -109,6 +124,14 @@ class Connection:
         # piece on) one growing buffer, so many tiny fragments cost no more than their bytes.
         self._msg_first: bytes | None = None
         self._msg_buf: bytearray | None = None
+        # The last frame of a message, arriving in pieces: the message's own buffer, of its
+        # final size, and how much of it is filled. Pieces are copied into it, or read
+        # straight into it (payload_buffer); it becomes the message's bytes without a copy.
+        self._msg_payload: PayloadBuffer | None = None
+        self._msg_filled = 0
+        # Read-only for others: True while that buffer exists. When False, payload_buffer
+        # returns None, so an I/O layer asking before every read can skip the call.
+        self.payload_pending = False
         self._msg_size = 0
         self._msg_frames = 0  # frames of the message being received
         self._decoder: Utf8Decoder | None = None
@@ -143,8 +166,10 @@ class Connection:
 
     # -- receiving ----------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> list[Event]:
-        """Feed bytes from the network; return the events they complete."""
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Feed bytes from the network; return the events they complete.
+
+        Nothing keeps a reference to ``data``: the caller may reuse its buffer at once."""
         if self.state is State.CLOSED or self.close_received is not None or self.failure:
             return []  # 5.5.1: nothing is processed after a close frame, 7.1.7: or a failure
         reader = self._reader
@@ -180,6 +205,11 @@ class Connection:
                 data_piece = chunk.data
                 if chunk.first:
                     self._frame_start(opcode, chunk.length)
+                if (self._msg_payload is None and chunk.fin and not chunk.last
+                        and self._plain and self.max_message_size is not None
+                        and (self._collected() + len(data_piece)) * PAYLOAD_BUFFER_SHARE
+                        >= self._msg_size):
+                    self._start_payload_buffer()
                 if self._extensions:
                     data_piece = self._decode_extensions(chunk.opcode, chunk.rsv, data_piece,
                                                          chunk.first, chunk.last, chunk.fin)
@@ -187,6 +217,45 @@ class Connection:
                 self._add_payload(data_piece, chunk.last and chunk.fin, events)
             if reader.error is not None:
                 raise reader.error
+        except ProtocolError as exc:
+            self._fail(exc, events)
+        return events
+
+    def payload_buffer(self) -> memoryview | None:
+        """Where the next bytes of the stream belong when they are the rest of a large
+        payload: a writable view of exactly that rest (``DIRECT_READ_MIN`` bytes or more),
+        inside the message's own buffer. Read into it, then call ``payload_received``. None
+        when the next bytes go to ``receive_data`` instead: between frames, for a small
+        rest, and for messages that extensions transform, that are streamed as fragments or
+        that no ``max_message_size`` bounds.
+        """
+        payload = self._msg_payload
+        if payload is None:
+            return None
+        size = len(payload)
+        if size - self._msg_filled < DIRECT_READ_MIN or self.state is State.CLOSED:
+            return None
+        return payload.view(self._msg_filled, size)
+
+    def payload_received(self, n: int) -> list[Event]:
+        """``n`` bytes were read into the start of the view ``payload_buffer`` returned:
+        unmask them where they are; return the events they complete (the message, when it
+        is whole)."""
+        if self.state is State.CLOSED or self.close_received is not None or self.failure:
+            return []  # as receive_data: nothing is processed after a close or a failure
+        payload = self._msg_payload
+        start = self._msg_filled
+        if payload is None or not 0 <= n <= len(payload) - start:
+            raise ValueError("payload_received without a view from payload_buffer to fill")
+        self._msg_filled = start + n
+        piece = payload.view(start, start + n)
+        events: list[Event] = []
+        try:
+            # The payload buffer holds a frame with FIN set: its end is the message's.
+            last = self._reader.feed_in_place(piece)
+            # The text decoder takes bytes (and copies what it is given anyway).
+            text = piece.tobytes() if self._msg_opcode == Opcode.TEXT else b""
+            self._piece_in_place(text, last, events)
         except ProtocolError as exc:
             self._fail(exc, events)
         return events
@@ -260,8 +329,55 @@ class Connection:
                 raise PayloadTooBig(self._msg_size + exc.size, limit) from None
         return data
 
+    def _collected(self) -> int:
+        """Bytes of the current message collected so far (outside a payload buffer)."""
+        if self._msg_buf is not None:
+            return len(self._msg_buf)
+        return len(self._msg_first) if self._msg_first is not None else 0
+
+    def _start_payload_buffer(self) -> None:
+        """The last frame of a plain message arrives in pieces, and an eighth of the message
+        is here: collect it in one buffer of its final size, which the rest of the frame may
+        be read straight into.
+
+        That size was checked against ``max_message_size`` on the declared lengths; without
+        that limit nothing bounds what a header may declare, and pieces are collected as
+        they come instead (see ``receive_data``)."""
+        payload = PayloadBuffer(self._msg_size)
+        earlier = self._msg_buf if self._msg_buf is not None else self._msg_first
+        filled = 0
+        if earlier:
+            filled = len(earlier)
+            payload.view(0, filled)[:] = earlier
+        self._msg_first = self._msg_buf = None
+        self._msg_payload = payload
+        self._msg_filled = filled
+        self.payload_pending = True
+
+    def _piece_in_place(self, piece: bytes, message_end: bool, events: list[Event]) -> None:
+        """A piece of the message is in its payload buffer: check it (a text message's),
+        and at the end hand the message out."""
+        text = self._msg_opcode == Opcode.TEXT
+        if text:
+            # 8.1 fail fast: each piece is checked as it comes, the last one as an end.
+            if self._decoder is None:
+                self._decoder = Utf8Decoder()
+            self._decoder.decode(piece, message_end)
+        if message_end:
+            assert self._msg_payload is not None
+            payload = self._msg_payload.take()
+            events.append(Message(payload.decode() if text else payload))
+            self._end_message()
+
     def _add_payload(self, data: bytes, message_end: bool, events: list[Event]) -> None:
         text = self._msg_opcode == Opcode.TEXT
+        if self._msg_payload is not None:
+            start = self._msg_filled
+            if data:
+                self._msg_filled = start + len(data)
+                self._msg_payload.view(start, self._msg_filled)[:] = data
+            self._piece_in_place(data, message_end, events)
+            return
         if self.receive_fragments:
             piece: str | bytes = data
             if text:
@@ -305,12 +421,18 @@ class Connection:
                 self._decoder.decode(data, True)
                 events.append(Message(payload.decode()))
         if message_end:
-            self._msg_opcode = -1
-            self._msg_first = None
-            self._msg_buf = None
-            self._msg_size = 0
-            self._msg_frames = 0
-            self._decoder = None
+            self._end_message()
+
+    def _end_message(self) -> None:
+        self._msg_opcode = -1
+        self._msg_first = None
+        self._msg_buf = None
+        self._msg_payload = None
+        self._msg_filled = 0
+        self.payload_pending = False
+        self._msg_size = 0
+        self._msg_frames = 0
+        self._decoder = None
 
     def _control(self, opcode: int, payload: bytes, events: list[Event]) -> None:
         if opcode == Opcode.PING:
@@ -340,6 +462,8 @@ class Connection:
         answered (Autobahn 3.2, 4.1.3, 5.15): the close then waits for ``data_to_send``.
         """
         self.failure = exc
+        self._msg_payload = None  # nothing more is read into it
+        self.payload_pending = False
         events.append(Failed(exc.close_code, str(exc)))
         if self.close_sent is None:
             self._owed_close = exc.close_code

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..accel import apply_mask
+from ..accel import apply_mask, apply_mask_in_place
 from ..exceptions import PayloadTooBig, ProtocolError
 
 __all__ = ["Chunk", "FrameReader"]
@@ -49,6 +49,7 @@ class FrameReader:
         "_rsv",
         "_started",
         "error",
+        "idle",
         "max_frame_size",
         "require_mask",
     )
@@ -65,20 +66,19 @@ class FrameReader:
         self._offset = 0  # payload bytes of the current frame already returned
         self._started = False  # the frame's first chunk has been returned
         self._mask: bytes | None = None
+        # Between frames with nothing buffered: the next byte starts a frame. An attribute,
+        # kept up to date by feed and feed_in_place, as it is read before every read's parse.
+        self.idle = True
 
-    @property
-    def idle(self) -> bool:
-        """Between frames with nothing buffered: the next byte starts a frame."""
-        return self._opcode < 0 and not self._buf and self.error is None
-
-    def feed(self, data: bytes) -> list[Chunk]:
-        """Add received bytes; return the chunks they complete."""
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Chunk]:
+        """Add received bytes; return the chunks they complete. No reference to ``data`` is
+        kept: what must wait for more (an incomplete header or control frame) is copied."""
         if self.error is not None:
             return []
         # Work on the received bytes themselves; only an incomplete header or control frame
         # (a few bytes) is kept for the next call, so a large payload is never buffered here
         # nor moved around: each piece is copied once, unmasked on the way.
-        buf: bytes | bytearray = data
+        buf: bytes | bytearray | memoryview = data
         if self._buf:
             self._buf += data
             buf = self._buf
@@ -121,14 +121,35 @@ class FrameReader:
                 self._opcode = -1
         except ProtocolError as exc:
             self.error = exc
+            self.idle = False
             return out
         finally:
             view.release()
         if pos < end:
             self._buf = bytearray(buf[pos:])
+        self.idle = self._opcode < 0 and self._buf is None
         return out
 
-    def _parse_header(self, buf: bytes | bytearray, pos: int, end: int) -> int:
+    def feed_in_place(self, payload: memoryview) -> bool:
+        """The next bytes of the stream are the rest (or part of the rest) of the current
+        data frame's payload, and were written straight into ``payload`` (a writable view:
+        see ``Connection.payload_buffer``). Unmask them there; True when the frame is whole.
+
+        Only valid after a first chunk of that frame was returned, and for at most its
+        remaining bytes."""
+        n = len(payload)
+        if not 0 <= self._opcode < 8 or not self._started or n > self._length - self._offset:
+            raise ValueError("the stream is not inside a data frame's payload of that size")
+        if self._mask is not None:
+            apply_mask_in_place(payload, self._mask, self._offset)
+        self._offset += n
+        if self._offset < self._length:
+            return False
+        self._opcode = -1
+        self.idle = True
+        return True
+
+    def _parse_header(self, buf: bytes | bytearray | memoryview, pos: int, end: int) -> int:
         """Parse a frame header at ``pos``; return its size, or 0 if it is incomplete."""
         if end - pos < 2:
             return 0

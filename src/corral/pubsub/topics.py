@@ -2,14 +2,18 @@
 
 A server owns one ``Topics`` (``server.topics``). A publish goes to the broker, which hands it
 back to every process with subscribers (``deliver``), this one included. There it is framed
-once and the same bytes are written to every plain subscriber; a subscriber with a compression
-extension encodes it itself (its compressor's state is its own).
+once and the same bytes are written to every plain subscriber. Compressed subscribers that
+keep no compression context (``server_no_context_takeover``) share one compressed frame per
+set of parameters; one that keeps a context encodes the message itself (that state is its
+own). Writes are held until the loop comes round, so the publishes made while one read is
+handled reach each subscriber in one write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, NamedTuple
 
 from ..accel import build_frame
@@ -51,10 +55,12 @@ class Topics:
     """Which connections listen to which topic. Connections subscribe through
     ``ws.subscribe(topic)``; they leave every topic when they end."""
 
-    __slots__ = ("_subscribers", "broker", "failed_publishes")
+    __slots__ = ("_subscribers", "_unflushed", "broker", "failed_publishes")
 
     def __init__(self, broker: Broker | None = None) -> None:
         self._subscribers: dict[str, set[WebSocket]] = {}
+        # Subscribers with published frames queued but not yet written, and how many bytes.
+        self._unflushed: dict[WebSocket, int] = {}
         self.broker: Broker = broker if broker is not None else MemoryBroker()
         self.failed_publishes = 0  # publishes the broker did not take, since start
 
@@ -133,8 +139,9 @@ class Topics:
 
     def deliver(self, topic: str, message: Message) -> int:
         """Write ``message`` to every open subscriber of ``topic`` in this process; return how
-        many it was written to. A subscriber that is closing, in the middle of sending a
-        fragmented message, or over its ``max_backpressure`` does not get it."""
+        many it was written to. A subscriber that is closing does not get it; one in the
+        middle of sending a fragmented message, or over its ``max_backpressure``, drops it
+        (counted in ``dropped_messages``, given to its handler's ``on_drop``)."""
         opcode, payload = encode_message(message)  # a bad message raises, even unheard
         subscribers = self._subscribers.get(topic)
         if not subscribers:
@@ -142,20 +149,51 @@ class Topics:
         # What a compressed subscriber encodes: bytes-like copied once, not once per send.
         whole: str | bytes = message if isinstance(message, str) else payload
         frame: bytes | None = None
+        size = len(payload) + 10
         count = 0
+        unflushed = self._unflushed
+        if not unflushed:
+            asyncio.get_running_loop().call_soon(self._flush_all)
         # A copy: a subscriber's write may end a connection, which unsubscribes it.
+        shared: dict[Hashable, bytes] | None = None  # compressed once per set of parameters
         for ws in tuple(subscribers):
-            conn = ws.conn
-            if conn.extensions:
-                # Compression state is per connection: this one encodes the message itself.
-                if not conn.sending_fragmented and ws.send(whole):
-                    count += 1
-                continue
-            if frame is None:
-                frame = build_frame(opcode, payload, True, 0, None)  # unmasked: server side
-            if ws.send_frame(frame, whole):
+            extensions = ws.conn.extensions
+            if extensions:
+                key = extensions[0].shared_key() if len(extensions) == 1 else None
+                if key is None:
+                    # A compression context kept between messages is this connection's own:
+                    # it encodes the message itself.
+                    sent = ws.send_frame(None, whole, False)
+                else:
+                    # No context takeover: the same parameters give the same bytes.
+                    if shared is None:
+                        shared = {}
+                    data = shared.get(key)
+                    if data is None:
+                        encoded, rsv = extensions[0].encode_alone(opcode, payload)
+                        data = shared[key] = build_frame(opcode, encoded, True, rsv, None)
+                    sent = ws.send_frame(data, whole, False)
+            else:
+                if frame is None:
+                    frame = build_frame(opcode, payload, True, 0, None)  # unmasked: server side
+                sent = ws.send_frame(frame, whole, False)
+            if sent:
                 count += 1
+                queued = unflushed.get(ws, 0) + size
+                if queued >= ws.options.write_limit:
+                    unflushed.pop(ws, None)
+                    ws.flush()
+                else:
+                    unflushed[ws] = queued
         return count
+
+    def _flush_all(self) -> None:
+        """Write what publishes queued since the last loop iteration: a subscriber gets the
+        messages published while one read was handled (or in one burst) in one write."""
+        unflushed = self._unflushed
+        self._unflushed = {}
+        for ws in unflushed:
+            ws.flush()
 
     def __repr__(self) -> str:
         return f"<Topics {len(self._subscribers)} topics, {self.broker!r}>"

@@ -8,7 +8,7 @@ go through extensions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -59,6 +59,18 @@ class Extension:
         that do not compress ignore it.
         """
         return data, 0
+
+    def shared_key(self) -> Hashable | None:
+        """For one message sent to many connections (a publish): a key equal between
+        connections whose encoding of a whole message is the same bytes, so it is encoded
+        once for all of them with :meth:`encode_alone`; None when this connection's
+        encoding depends on its own state (a compression context kept between messages)."""
+        return None
+
+    def encode_alone(self, opcode: int, data: bytes) -> tuple[bytes, int]:
+        """Encode a whole message as :meth:`encode` would for a connection with this
+        :meth:`shared_key`, touching no state of this connection."""
+        raise NotImplementedError
 
 
 class ExtensionFactory:

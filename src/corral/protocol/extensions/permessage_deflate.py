@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -136,6 +136,18 @@ class Deflater:
     def reset(self) -> None:
         """Forget the window (no context takeover); the next compress starts afresh."""
         self._obj = None
+
+    @property
+    def level(self) -> int:
+        return self._level
+
+    @property
+    def mem_level(self) -> int:
+        return self._mem_level
+
+    @property
+    def window_bits(self) -> int:
+        return -self._wbits
 
 
 class Inflater:
@@ -387,6 +399,24 @@ class PerMessageDeflate(DeflateExtension):
                 self._deflater.reset()
         # Section 6: RSV1 on the first frame only.
         return payload, RSV1 if first else 0
+
+    def shared_key(self) -> Hashable | None:
+        # Without context takeover every message is compressed afresh: connections with the
+        # same parameters produce the same bytes for it (a publish compresses it once).
+        if not self.local_no_context_takeover or self._compressing:
+            return None
+        if not self.enabled:
+            return (self.name, False)
+        deflater = self._deflater
+        return (self.name, deflater.level, deflater.mem_level, deflater.window_bits,
+                self.threshold)
+
+    def encode_alone(self, opcode: int, data: bytes) -> tuple[bytes, int]:
+        if not self.enabled or len(data) < self.threshold:
+            return data, 0
+        deflater = self._deflater
+        fresh = Deflater(deflater.level, deflater.mem_level, deflater.window_bits)
+        return fresh.compress(data, end=True), RSV1
 
 
 # -- negotiation ---------------------------------------------------------------------------------
