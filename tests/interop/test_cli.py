@@ -12,6 +12,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import unix_connect
@@ -326,5 +327,45 @@ async def test_demo_serves_the_chat_page_and_its_websocket(workers: str) -> None
         writer.close()
         assert page.startswith(b"HTTP/1.1 200") and b"<html" in page.lower()
     finally:
+        code, stderr = await stop(process)
+    assert code == 0, stderr
+
+
+async def test_demo_scales_out_with_workers_and_redis(redis_server: Any) -> None:
+    """``corral demo --workers 2 --broker redis://...``: one room across both workers.
+    Six members join (SO_REUSEPORT spreads them over the workers); a message said by one
+    reaches all six, and the history a late joiner gets is the same on either worker."""
+    import json
+
+    port = free_port()
+    process = await start_demo("--port", str(port), "--workers", "2",
+                               "--broker", redis_server.url, "--history", "10")
+    members: list[corral.AsyncWebSocket] = []
+
+    async def next_of(ws: corral.AsyncWebSocket, kind: str) -> dict[str, Any]:
+        while True:
+            event = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            if event["type"] == kind:
+                return dict(event)
+
+    try:
+        for i in range(6):
+            ws = await connect_when_up(f"ws://127.0.0.1:{port}/ws", process)
+            await ws.send(json.dumps({"type": "join", "room": "hall", "name": f"m{i}"}))
+            await next_of(ws, "welcome")
+            members.append(ws)
+        await members[0].send(json.dumps({"type": "say", "text": "to everyone"}))
+        for ws in members:
+            said = await next_of(ws, "message")
+            assert (said["name"], said["text"]) == ("m0", "to everyone")
+        for _ in range(4):  # late joiners, on whichever worker: the same history
+            late = await connect_when_up(f"ws://127.0.0.1:{port}/ws", process)
+            await late.send(json.dumps({"type": "join", "room": "hall", "name": "late"}))
+            welcome = await next_of(late, "welcome")
+            assert [m["text"] for m in welcome["history"]] == ["to everyone"]
+            await late.close()
+    finally:
+        for ws in members:
+            await ws.close()
         code, stderr = await stop(process)
     assert code == 0, stderr
