@@ -737,9 +737,15 @@ class WebSocket(Timers, asyncio.BufferedProtocol):
             return
         if conn.state is State.OPEN and not conn.close_owed:
             # The usual case: nothing about closing to decide.
+            split = conn.out_split
             data = conn.data_to_send()
             if data and not transport.is_closing():
-                transport.write(data[0] if len(data) == 1 else b"".join(data))
+                if len(data) == 1:
+                    transport.write(data[0])
+                elif split:
+                    transport.writelines(data)  # large payloads apart from their headers
+                else:
+                    transport.write(b"".join(data))
             if self._eof:
                 self._flush_closing(transport)
             return
@@ -752,9 +758,13 @@ class WebSocket(Timers, asyncio.BufferedProtocol):
         hold = self._busy or self._hold_for_app or (bool(self._backlog) and not self._paused)
         if hold and conn.close_owed:
             self._hold_close_briefly()
+        split = conn.out_split
         data = conn.data_to_send(hold_close=hold)
         if data and not transport.is_closing():
-            transport.write(data[0] if len(data) == 1 else b"".join(data))
+            if split:
+                transport.writelines(data)
+            else:
+                transport.write(data[0] if len(data) == 1 else b"".join(data))
         if conn.close_sent is not None or conn.state is State.CLOSED:
             self._after_close_step()
         elif self._eof and not hold and not transport.is_closing():
@@ -778,7 +788,7 @@ class WebSocket(Timers, asyncio.BufferedProtocol):
             return
         data = self.conn.data_to_send()
         if data and not transport.is_closing():
-            transport.write(b"".join(data))
+            transport.writelines(data)
         self._after_close_step()
 
     def answers_pending(self) -> None:

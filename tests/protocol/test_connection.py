@@ -817,10 +817,25 @@ def test_5_6_send_message_types(side: Side) -> None:
 
 def test_5_2_send_large_message_uses_the_64_bit_length(side: Side) -> None:
     conn = connect(side)
-    conn.send_message(b"\x00" * 70000)
-    (frame,) = conn.data_to_send()
+    payload = b"\x00" * 70000
+    conn.send_message(payload)
+    assert conn.out_split is (side is Side.SERVER)
+    out = conn.data_to_send()
+    assert not conn.out_split
+    if side is Side.SERVER:  # header and payload apart: the payload is not copied
+        header, body = out
+        assert len(header) == 10 and body is payload
+    frame = b"".join(out)
     assert frame[1] & 0x7F == 127
-    assert sent_frames_from(side, frame) == [Frame(Opcode.BINARY, b"\x00" * 70000)]
+    assert sent_frames_from(side, frame) == [Frame(Opcode.BINARY, payload)]
+
+
+@pytest.mark.parametrize("size", [8191, 8192, 65535, 65536])
+def test_5_2_split_frames_carry_the_shortest_length(size: int) -> None:
+    conn = connect(Side.SERVER)
+    conn.send_message("é" * (size // 2) + "a" * (size % 2))
+    frame = b"".join(conn.data_to_send())
+    assert frame == serialize_frame(Opcode.TEXT, ("é" * (size // 2) + "a" * (size % 2)).encode())
 
 
 def sent_frames_from(side: Side, data: bytes) -> list[Frame]:

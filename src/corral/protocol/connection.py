@@ -24,7 +24,7 @@ from ..exceptions import (
 )
 from .events import CloseReceived, Event, Failed, Fragment, Message, Ping, Pong
 from .extensions.base import Extension
-from .frames import CloseCode, Opcode, parse_close, serialize_close
+from .frames import CloseCode, Opcode, frame_header, parse_close, serialize_close
 from .reader import FrameReader
 from .utf8 import Utf8Decoder
 
@@ -39,6 +39,9 @@ DIRECT_READ_MIN = 64 * 1024
 # arrived: a header alone must not make a connection allocate up to max_message_size, or
 # many stalled peers would cost many times what they sent.
 PAYLOAD_BUFFER_SHARE = 8
+# An unmasked frame with a payload this large is queued as header and payload apart
+# (``out_split``): a copy of the payload into one frame costs more than a second iovec.
+SPLIT_PAYLOAD = 8 * 1024
 
 
 class Side(enum.Enum):
@@ -85,6 +88,7 @@ class Connection:
         "mask_key",
         "max_fragments",
         "max_message_size",
+        "out_split",
         "payload_pending",
         "side",
         "state",
@@ -119,6 +123,8 @@ class Connection:
             ext_rsv |= ext.rsv_bits
         self._ext_rsv = ext_rsv
         self._out: list[bytes] = []
+        # Some payload in _out is apart from its header: write the list with writelines.
+        self.out_split = False
         self._msg_opcode = -1  # opcode of the message being received, -1 between messages
         # The message being received: its first piece as it came, then (from the second
         # piece on) one growing buffer, so many tiny fragments cost no more than their bytes.
@@ -486,8 +492,16 @@ class Connection:
     # -- sending ------------------------------------------------------------------------------
 
     def _queue(self, opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> None:
-        mask = self.mask_key() if self.side is Side.CLIENT else None
-        self._out.append(build_frame(opcode, payload, fin, rsv, mask))
+        if self.side is Side.CLIENT:
+            self._out.append(build_frame(opcode, payload, fin, rsv, self.mask_key()))
+        elif len(payload) < SPLIT_PAYLOAD:
+            self._out.append(build_frame(opcode, payload, fin, rsv, None))
+        else:
+            # Header and payload apart, to be written together (writev) without copying
+            # the payload into a frame first.
+            self._out.append(frame_header(opcode, len(payload), fin, rsv))
+            self._out.append(payload if type(payload) is bytes else bytes(payload))
+            self.out_split = True
 
     def _check_open(self) -> None:
         if self.state is not State.OPEN or self.close_sent is not None:
@@ -594,6 +608,7 @@ class Connection:
         out = self._out
         if out:
             self._out = []
+            self.out_split = False
         return out
 
     @property
