@@ -202,11 +202,14 @@ class AsyncWebSocket(Handler):
         ws = self.ws
         if ws is None:
             raise self._closed_exc()
-        # Wait first: a buffer filled by publishes must not make this send a drop.
-        await ws.drain()
+        # Wait first: a buffer filled by publishes must not make this send a drop. (Tested
+        # here, not in drain(), so the usual send makes no coroutine.)
+        if ws.writing_paused:
+            await ws.drain()
         if not ws.send(message):
             raise self._closed_exc()
-        await ws.drain()
+        if ws.writing_paused:
+            await ws.drain()
 
     async def send_fragments(self, fragments: Any) -> None:
         """Send one message in fragments from an iterable or async iterable of str/bytes."""

@@ -133,7 +133,7 @@ class WebSocket(Timers, asyncio.BufferedProtocol):
         subprotocol: str | None = None,
         on_finish: Callable[[WebSocket], None] | None = None,
         track_task: Callable[[asyncio.Task[Any]], None] | None = None,
-        pubsub: Callable[[], Topics] | None = None,
+        pubsub: Topics | None = None,
     ) -> None:
         self.conn = conn
         self.handler = handler
@@ -144,7 +144,7 @@ class WebSocket(Timers, asyncio.BufferedProtocol):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_finish = on_finish
         self._track_task = track_task
-        self._pubsub = pubsub  # the server's topics (made on first use); None on a client
+        self._pubsub = pubsub  # the server's topics; None on a client
         self._topics: set[str] | None = None  # this connection's, while it has any
         self._callback_task: asyncio.Task[None] | None = None
         self._reading = True  # the transport is being read (see _update_reading)
@@ -594,7 +594,7 @@ class WebSocket(Timers, asyncio.BufferedProtocol):
     def _server_topics(self) -> Topics:
         if self._pubsub is None:
             raise RuntimeError("topics belong to a server: a client connection has none")
-        return self._pubsub()
+        return self._pubsub
 
     def subscribe(self, topic: str) -> bool:
         """Receive what is published to ``topic`` until ``unsubscribe`` or the end of the
@@ -642,7 +642,7 @@ class WebSocket(Timers, asyncio.BufferedProtocol):
         own = self._topics
         if own and self._pubsub is not None:
             self._topics = None
-            topics = self._pubsub()
+            topics = self._pubsub
             for topic in own:
                 topics.discard(topic, self)
 
@@ -657,6 +657,11 @@ class WebSocket(Timers, asyncio.BufferedProtocol):
         for ext in self.conn.extensions:
             if hasattr(ext, "enabled"):
                 ext.enabled = enabled
+
+    @property
+    def writing_paused(self) -> bool:
+        """The write buffer is over ``write_limit``: ``drain()`` would wait."""
+        return self._write_paused
 
     @property
     def reading_paused(self) -> bool:

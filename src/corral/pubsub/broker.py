@@ -23,6 +23,8 @@ import abc
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from ..exceptions import PublishError
+
 __all__ = ["Broker", "BrokerMessage", "Deliver", "MemoryBroker", "make_broker"]
 
 BrokerMessage = str | bytes  # text or binary: the two kinds of WebSocket message
@@ -102,8 +104,6 @@ class MemoryBroker(Broker):
     def publish(self, topic: str, message: BrokerMessage, keep: int = 0) -> int:
         deliver = self._deliver
         if deliver is None:
-            from ..exceptions import PublishError
-
             raise PublishError(topic, "the broker is closed")
         if keep > 0:
             kept = self._history.get(topic)

@@ -304,7 +304,7 @@ class HttpProtocol(asyncio.Protocol):
         ws = WebSocket(conn, handler, options, request=req, subprotocol=decision.subprotocol,
                        on_finish=self.server._websocket_finished,
                        track_task=self.server._track_task,
-                       pubsub=self.server._get_topics)
+                       pubsub=self.server.topics)
         transport.set_write_buffer_limits(high=options.write_limit)
         self._cancel_timer()
         self.server._http_connections.discard(self)

@@ -109,9 +109,6 @@ class Server:
         """The pub/sub topics of this server's connections (``ws.subscribe``)."""
         return self._topics
 
-    def _get_topics(self) -> Topics:
-        return self._topics
-
     @property
     def broker(self) -> Broker:
         """What carries publishes between processes (memory: this one only)."""
