@@ -27,7 +27,6 @@ def main() -> None:
     options = Options(
         max_message_size=MAX,
         max_frame_size=MAX,
-        max_fragments=None,
         idle_timeout=None,
         ping_interval=None,
         compression=None,

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .handler import Handler
+from .options import COMPRESSION_PRESETS, DeflateSettings
 from .server import Router, run
 from .server.router import App
 from .server.serve import ssl_context
@@ -193,6 +194,22 @@ def _port(text: str) -> int:
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
+#: The Options fields the command line sets (each only when given).
+OPTION_FLAGS = ("max_message_size", "idle_timeout", "ping_interval", "compression",
+                "allowed_origins")
+PRESETS = (*COMPRESSION_PRESETS, "off")
+
+
+def _compression(text: str) -> DeflateSettings | None:
+    name = text.lower()
+    if name in ("off", "none"):
+        return None
+    try:
+        return COMPRESSION_PRESETS[name]
+    except KeyError:
+        raise argparse.ArgumentTypeError(
+            f"unknown preset {text!r} (choose from {', '.join(PRESETS)})") from None
+
 
 # -- commands ----------------------------------------------------------------------------------
 
@@ -244,13 +261,32 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     # Internal: the pipe a worker watches to notice that its supervisor is gone.
     parser.add_argument("--supervisor-pipe", type=_fd, metavar="FD", help=argparse.SUPPRESS)
     # Options not given stay out of the namespace (SUPPRESS): corral's defaults apply then.
-    parser.add_argument("--max-message-size", type=_positive_int_or_none, metavar="N",
-                        default=argparse.SUPPRESS,
-                        help="largest message in bytes, or 'none' (corral's default: 1 MiB)")
-    parser.add_argument("--idle-timeout", type=_seconds_or_none, metavar="S",
-                        default=argparse.SUPPRESS,
-                        help="close idle connections after S seconds; 0 or 'none' turns it "
-                             "off (corral's default: 60)")
+    options = parser.add_argument_group(
+        "connection options",
+        "The server's defaults for every connection; a route's options and the handler's\n"
+        "Accept() still override them. Each not given keeps corral's default.")
+    options.add_argument("--max-message-size", type=_positive_int_or_none, metavar="N",
+                         default=argparse.SUPPRESS,
+                         help="largest message in bytes, in any number of fragments, or "
+                              "'none' (default: 1048576)")
+    options.add_argument("--idle-timeout", type=_seconds_or_none, metavar="S",
+                         default=argparse.SUPPRESS,
+                         help="close idle connections after S seconds; 0 or 'none' turns it "
+                              "off (default: 60)")
+    options.add_argument("--ping-interval", type=_seconds_or_none, metavar="S",
+                         default=argparse.SUPPRESS,
+                         help="send a keepalive ping every S seconds; 0 or 'none': no pings "
+                              "(the default)")
+    options.add_argument("--compression", type=_compression, metavar="PRESET",
+                         default=argparse.SUPPRESS,
+                         help="accept permessage-deflate and x-webkit-deflate-frame from "
+                              f"clients that offer it, with a preset: {', '.join(PRESETS)}; "
+                              "'off' refuses them (the default)")
+    options.add_argument("--allowed-origin", dest="allowed_origins", action="append",
+                         metavar="ORIGIN", default=argparse.SUPPRESS,
+                         help="a browser Origin allowed to connect, e.g. https://app.example; "
+                              "repeat for more, '*' allows any (default: the Origin's host "
+                              "must be the Host header's)")
     parser.add_argument("--log-level", default="info", type=str.lower, choices=_LOG_LEVELS,
                         help="logging level (%(default)s)")
 
@@ -345,7 +381,9 @@ def _serve(args: argparse.Namespace, load: Callable[[], App]) -> int:
         return EXIT_USAGE
     _configure_logging(args)
     keywords: dict[str, Any] = {name: value for name, value in vars(args).items()
-                                if name in ("max_message_size", "idle_timeout")}
+                                if name in OPTION_FLAGS}
+    if "allowed_origins" in keywords:
+        keywords["allowed_origins"] = tuple(keywords["allowed_origins"])
     if args.broker is not None:  # only when given: serve() has taken `broker` recently
         keywords["broker"] = args.broker
     if args.reuse_port:

@@ -121,8 +121,7 @@ class _ClientHandshake(asyncio.Protocol):
             return
         conn = Connection(Side.CLIENT, max_message_size=options.max_message_size,
                           max_frame_size=options.frame_limit,
-                          receive_fragments=options.receive_fragments,
-                          max_fragments=options.max_fragments, extensions=extensions)
+                          receive_fragments=options.receive_fragments, extensions=extensions)
         ws = WebSocket(conn, self.handler, options, subprotocol=accepted.subprotocol)
         assert self.transport is not None
         self.transport.set_write_buffer_limits(high=options.write_limit)

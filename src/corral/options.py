@@ -23,7 +23,9 @@ class Options:
     """Options of a WebSocket connection. Sizes in bytes, times in seconds, None = no limit.
 
     - ``max_message_size`` (1 MiB): a larger message is refused with close 1009, checked on
-      each frame's declared length before its payload is read.
+      each frame's declared length before its payload is read. A message may come in any
+      number of fragments: each continuation frame counts at least 16 bytes against this
+      limit, so a flood of tiny or empty fragments ends in 1009 too (docs/limits.md).
     - ``max_frame_size`` (None: same as max_message_size): the largest single frame.
     - ``idle_timeout`` (60): close with 1001 when nothing is received for this long.
     - ``handshake_timeout`` (10): a client that has not finished its HTTP request by then
@@ -37,8 +39,6 @@ class Options:
       Checked before the handler's ``upgrade()``, so only server or route options set it.
     - ``receive_fragments`` (False): deliver messages piece by piece (``on_fragment``)
       instead of whole.
-    - ``max_fragments`` (4096): frames one message may arrive in; more closes with 1009
-      (each frame costs work, so a flood of tiny fragments is refused). None: no limit.
     - ``compression`` (None: off): :class:`DeflateSettings` to accept permessage-deflate or
       x-webkit-deflate-frame when a client offers it (Cowboy's ``compress``). Usually set
       per route or with ``Accept(compress=True)``. See ``COMPRESSION_PRESETS``.
@@ -64,7 +64,6 @@ class Options:
     ping_timeout: float | None = 20.0
     allowed_origins: tuple[str, ...] | None = None
     receive_fragments: bool = False
-    max_fragments: int | None = 4096
     compression: DeflateSettings | None = None
     max_queue: int = 16
     write_limit: int = 65536
@@ -80,7 +79,7 @@ class Options:
         if self.backpressure_policy not in BACKPRESSURE_POLICIES:
             raise ValueError(f"backpressure_policy is one of {', '.join(BACKPRESSURE_POLICIES)}"
                              f", not {self.backpressure_policy!r}")
-        for name in ("max_message_size", "max_frame_size", "max_fragments", "max_backpressure"):
+        for name in ("max_message_size", "max_frame_size", "max_backpressure"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive int or None, not {value!r}")
@@ -108,6 +107,8 @@ class Options:
     def replace(self, **changes: Any) -> Options:
         """A copy with some fields changed (validated like a new instance)."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        for name in sorted(unknown & REMOVED.keys()):
+            raise TypeError(f"option {name} was removed: {REMOVED[name]}")
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
         return dataclasses.replace(self, **changes)
@@ -120,6 +121,13 @@ class Options:
             return overrides
         return base.replace(**overrides)
 
+
+#: Options that existed once, with what replaced them: named in the error for a caller who
+#: still passes one.
+REMOVED = {
+    "max_fragments": "any number of fragments is allowed now, each continuation frame "
+                     "counting at least 16 bytes against max_message_size",
+}
 
 RUNTIME_MUTABLE = frozenset({"idle_timeout", "max_message_size", "max_frame_size",
                              "ping_interval", "ping_timeout", "max_backpressure",

@@ -814,7 +814,14 @@ class WebSocket(Timers, asyncio.BufferedProtocol):
         if transport is None or transport.is_closing():
             return
         if conn.state is State.CLOSED:
-            if conn.side is Side.SERVER or conn.failure is not None:
+            if conn.failure is not None and not self._eof and transport.can_write_eof():
+                # A failed connection: FIN after our close frame, then read and drop what
+                # still comes until the peer's FIN (eof_received closes) or the close timeout.
+                # Closing with unread data would send a RST, which can destroy our close frame,
+                # and with it the reason, before the peer reads it (a flood refused with 1009).
+                transport.write_eof()
+                self._start_close_timer()
+            elif conn.side is Side.SERVER or conn.failure is not None:
                 # The server closes TCP first; a failed connection is closed at once. A peer
                 # that does not read keeps close() waiting: the close timeout aborts it.
                 transport.close()

@@ -813,7 +813,10 @@ async def raw_server(answer: str | None,
         await server.wait_closed()
 
 
-DEFAULT_OFFER = f"{PMD}; {CMWB}=12"  # what corral.connect offers by default
+# What corral.connect offers by default: a bare client_max_window_bits, as browsers send it,
+# so that any answer 8..15 is valid (Autobahn 13.4 and 13.6 answer 15; Node's ws refuses a
+# valued offer below its own setting with 400).
+DEFAULT_OFFER = f"{PMD}; {CMWB}"
 OPEN_OFFER = f"{PMD}; {CMWB}"  # DeflateSettings(server/client_max_window_bits=15)
 
 # (client settings, the raw server's answer); None: no extension.
@@ -827,6 +830,9 @@ CLIENT_ANSWERS: list[tuple[str, str | None]] = [
     ("default", f"{PMD}; {SMWB}=12; {CMWB}=9"),
     ("default", f"{PMD}; {SMWB}=10; {CMWB}=12"),
     ("default", f"{PMD}; {SNCT}; {CNCT}; {SMWB}=9; {CMWB}=9"),
+    ("default", f"{PMD}; {CMWB}=15"),  # Autobahn 13.4: the client still compresses with its own
+    ("default", f"{PMD}; {SNCT}; {CMWB}=15"),  # 13.6
+    ("default", f"{PMD}; {CMWB}=8"),  # 13.3: 8 asked, zlib deflates with 9 (see Deflater)
     ("open", None),
     ("open", PMD),
     ("open", f"{PMD}; {SNCT}"),
@@ -882,9 +888,11 @@ async def test_13_client_without_compression_offers_nothing() -> None:
 BAD_ANSWERS = [
     # 7.1.2.1: out of range.
     f"{PMD}; {SMWB}=16",
-    # 7.1.2.2: no larger than the client offered; a response must give a value.
-    f"{PMD}; {SMWB}=12; {CMWB}=13",
+    # 7.1.2.2: the bare offer takes any value 8..15, but a response must give one in range.
     f"{PMD}; {SMWB}=12; {CMWB}",
+    f"{PMD}; {CMWB}=16",
+    f"{PMD}; {CMWB}=7",
+    f"{PMD}; {CMWB}=012",
     # 7.1: unknown or repeated parameters, invalid values.
     f"{PMD}; {SMWB}=12; foo",
     f"{PMD}; {SMWB}=12; {SMWB}=12",

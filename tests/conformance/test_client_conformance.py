@@ -805,7 +805,8 @@ async def test_9_1_unrequested_extension_fails_with_1010(extension: str) -> None
 
 @pytest.mark.parametrize("extension", [
     "x-webkit-deflate-frame",  # not offered
-    "permessage-deflate; client_max_window_bits=14",  # larger than offered (RFC 7692 7.1.2.2)
+    "permessage-deflate; client_max_window_bits=16",  # out of range (RFC 7692 7.1.2.2)
+    "permessage-deflate; client_max_window_bits",  # a response must give a value (7.1.2.2)
     "permessage-deflate; server_max_window_bits=16",  # out of range (7.1.2.1)
     "permessage-deflate; foo=1",  # unknown parameter (7.1)
     "permessage-deflate, permessage-deflate",  # accepted twice

@@ -118,6 +118,75 @@ async def test_run_options_are_applied() -> None:
     assert "serving on" not in stderr  # --log-level warning hides the info line
 
 
+class Pings(corral.Handler):
+    """Records the server's keepalive pings."""
+
+    def __init__(self) -> None:
+        self.pinged = asyncio.Event()
+
+    def on_ping(self, ws: corral.WebSocket, payload: bytes) -> None:
+        self.pinged.set()
+
+
+async def test_run_connection_flags_are_applied() -> None:
+    port = free_port()
+    process = await start("corral.examples.echo:Echo", "--port", str(port),
+                          "--compression", "low-memory", "--ping-interval", "0.2",
+                          "--allowed-origin", "https://a.example",
+                          "--allowed-origin", "https://b.example")
+    url = f"ws://127.0.0.1:{port}/"
+    try:
+        await connect_when_up(url, process)
+        pings = Pings()
+        ws = await corral.connect(url, handler=pings, origin="https://b.example")
+        assert isinstance(ws, corral.WebSocket)
+        try:
+            # low-memory: the server compresses with a 10-bit window, and asks that of us.
+            assert ws.extensions == ("permessage-deflate",)
+            (deflate,) = ws.conn.extensions
+            assert (deflate.remote_max_window_bits, deflate.local_max_window_bits) == (10, 10)
+            await asyncio.wait_for(pings.pinged.wait(), 3)
+        finally:
+            ws.close()
+            await ws.wait_closed()
+        with pytest.raises(corral.InvalidStatus) as refused:
+            await corral.connect(url, origin="https://c.example")
+        assert refused.value.status == 403
+        plain = await corral.connect(url, compression=None)
+        assert isinstance(plain, corral.AsyncWebSocket)
+        await plain.close()
+    finally:
+        returncode, stderr = await stop(process)
+    assert returncode == 0, stderr
+
+
+@pytest.mark.parametrize("flags", [[], ["--compression", "off"]], ids=["default", "off"])
+async def test_run_compression_is_off_unless_asked(flags: list[str]) -> None:
+    port = free_port()
+    process = await start("corral.examples.echo:Echo", "--port", str(port), *flags)
+    try:
+        ws = await connect_when_up(f"ws://127.0.0.1:{port}/", process)
+        assert ws.ws is not None and ws.ws.extensions == ()
+        await ws.close()
+    finally:
+        returncode, stderr = await stop(process)
+    assert returncode == 0, stderr
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--compression", "fast"], "unknown preset 'fast' (choose from low-memory, balanced,"),
+    (["--ping-interval", "soon"], "not a number of seconds: 'soon'"),
+    (["--max-message-size", "0"], "must be at least 1"),
+])
+def test_run_bad_connection_flags_are_usage_errors(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "corral.examples.echo:app", *flags])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 async def test_run_coroutine_from_current_directory_on_unix_socket(tmp_path: Path) -> None:
     (tmp_path / "myapp.py").write_text(textwrap.dedent("""
         async def handler(ws):

@@ -222,13 +222,13 @@ SERVER_ANSWERS: dict[str, tuple[dict[str, Any], DeflateSettings | None, str]] = 
                             f"{PMD}; server_max_window_bits=12; client_max_window_bits=12"),
     "server-nct": ({"extensions": [ServerPerMessageDeflateFactory(
                         server_no_context_takeover=True)]}, None,
-                   f"{PMD}; server_no_context_takeover; client_max_window_bits=12"),
+                   f"{PMD}; server_no_context_takeover"),
     "server-nct-open-client": ({"extensions": [ServerPerMessageDeflateFactory(
                                     server_no_context_takeover=True)]}, OPEN,
                                f"{PMD}; server_no_context_takeover"),
     "server-bits-10": ({"extensions": [ServerPerMessageDeflateFactory(
                             server_max_window_bits=10)]}, None,
-                       f"{PMD}; server_max_window_bits=10; client_max_window_bits=12"),
+                       f"{PMD}; server_max_window_bits=10"),
     "server-bits-10-open-client": ({"extensions": [ServerPerMessageDeflateFactory(
                                         server_max_window_bits=10)]}, OPEN,
                                    f"{PMD}; server_max_window_bits=10"),

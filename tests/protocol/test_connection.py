@@ -19,7 +19,7 @@ from corral.exceptions import (
     PayloadTooBig,
     ProtocolError,
 )
-from corral.protocol.connection import Connection, Side, State
+from corral.protocol.connection import FRAME_CHARGE, Connection, Side, State
 from corral.protocol.events import CloseReceived, Event, Failed, Fragment, Message, Ping, Pong
 from corral.protocol.extensions.base import Extension
 from corral.protocol.frames import Frame, Opcode, apply_mask, serialize_frame
@@ -616,10 +616,80 @@ def test_10_4_max_message_size_across_fragments(side: Side) -> None:
     assert conn.receive_data(peer_frame(side, Opcode.BINARY, b"a" * 600, fin=False)) == []
     assert conn.receive_data(peer_frame(side, Opcode.CONTINUATION, b"b" * 400, fin=False)) == []
     # The next header alone pushes the message over the limit.
-    events = conn.receive_data(frame_header(side, Opcode.CONTINUATION, 1))
+    events = conn.receive_data(frame_header(side, Opcode.CONTINUATION, 20))
     assert outcome(events) == [(Failed, 1009)]
     assert isinstance(conn.failure, PayloadTooBig)
-    assert conn.failure.size == 1001
+    assert conn.failure.size == 1020
+
+
+# -- fragments: any number, each continuation frame charged at least FRAME_CHARGE bytes ----------
+
+
+def fragments(side: Side, pieces: Sequence[bytes], opcode: int = Opcode.BINARY) -> bytes:
+    """One message from the peer, one frame per piece."""
+    frames = [
+        peer_frame(side, opcode if i == 0 else Opcode.CONTINUATION, piece,
+                   fin=i == len(pieces) - 1)
+        for i, piece in enumerate(pieces)
+    ]
+    return b"".join(frames)
+
+
+def test_10_4_fragments_of_the_charge_or_more_pass_at_their_size(side: Side) -> None:
+    # 1000 fragments of 16 bytes: exactly the limit, whatever their number.
+    conn = connect(side, max_message_size=16_000)
+    payload = bytes(i % 251 for i in range(16_000))
+    pieces = [payload[i : i + FRAME_CHARGE] for i in range(0, len(payload), FRAME_CHARGE)]
+    assert conn.receive_data(fragments(side, pieces)) == [Message(payload)]
+
+
+def test_10_4_short_continuations_count_as_the_charge(side: Side) -> None:
+    # The first frame counts its real size, each continuation at least FRAME_CHARGE.
+    conn = connect(side, max_message_size=1 + 99 * FRAME_CHARGE)
+    assert conn.receive_data(fragments(side, [b"x"] * 100)) == [Message(b"x" * 100)]
+    conn = connect(side, max_message_size=1 + 99 * FRAME_CHARGE)
+    events = conn.receive_data(fragments(side, [b"x"] * 101))
+    assert outcome(events) == [(Failed, 1009)]
+    assert isinstance(conn.failure, PayloadTooBig)
+    assert conn.failure.size == 1 + 100 * FRAME_CHARGE
+    assert f"under {FRAME_CHARGE} count as {FRAME_CHARGE}" in str(conn.failure)
+
+
+def test_10_4_a_single_short_frame_is_not_charged(side: Side) -> None:
+    conn = connect(side, max_message_size=3)
+    assert conn.receive_data(peer_frame(side, Opcode.TEXT, b"abc")) == [Message("abc")]
+    assert outcome(conn.receive_data(fragments(side, [b"ab", b"c"]))) == [(Failed, 1009)]
+
+
+def test_10_4_endless_empty_continuations_end_in_1009(side: Side) -> None:
+    """The hostile case: a message that never ends, in frames that carry nothing."""
+    conn = connect(side)  # the default limit, 1 MiB
+    assert conn.max_message_size == 1 << 20
+    assert conn.receive_data(peer_frame(side, Opcode.BINARY, b"", fin=False)) == []
+    empty = peer_frame(side, Opcode.CONTINUATION, b"", fin=False)
+    allowed = (1 << 20) // FRAME_CHARGE
+    assert conn.receive_data(empty * allowed) == []
+    assert outcome(conn.receive_data(empty * 10)) == [(Failed, 1009)]
+    assert [frame.payload[:2] for frame in close_frames(conn)] == [(1009).to_bytes(2, "big")]
+
+
+def test_10_4_hundred_thousand_one_byte_fragments(side: Side) -> None:
+    """The other hostile case: refused at the default limit, delivered under a larger one."""
+    wire = fragments(side, [bytes((i % 251,)) for i in range(100_000)])
+    conn = connect(side)
+    assert outcome(conn.receive_data(wire)) == [(Failed, 1009)]
+    conn = connect(side, max_message_size=100_000 * FRAME_CHARGE)
+    assert conn.receive_data(wire) == [Message(bytes(i % 251 for i in range(100_000)))]
+
+
+def test_10_4_the_charge_is_the_same_fed_in_pieces(side: Side) -> None:
+    # The streaming reader (frames split across reads) charges as the whole-frame path does.
+    wire = fragments(side, [b"x"] * 101)
+    conn = connect(side, max_message_size=1 + 99 * FRAME_CHARGE)
+    events = [event for i in range(len(wire)) for event in conn.receive_data(wire[i : i + 1])]
+    assert outcome(events) == [(Failed, 1009)]
+    assert isinstance(conn.failure, PayloadTooBig)
+    assert conn.failure.size == 1 + 100 * FRAME_CHARGE
 
 
 def test_10_4_max_message_size_counts_each_message_separately(side: Side) -> None:
@@ -661,13 +731,13 @@ def test_10_4_max_frame_size_property(side: Side) -> None:
 
 
 def test_10_4_control_frames_do_not_count_towards_the_message(side: Side) -> None:
-    conn = connect(side, max_message_size=10)
+    conn = connect(side, max_message_size=40)
     data = (
-        peer_frame(side, Opcode.BINARY, b"a" * 5, fin=False)
+        peer_frame(side, Opcode.BINARY, b"a" * 20, fin=False)
         + peer_frame(side, Opcode.PING, b"p" * 100)
-        + peer_frame(side, Opcode.CONTINUATION, b"b" * 5)
+        + peer_frame(side, Opcode.CONTINUATION, b"b" * 20)
     )
-    assert conn.receive_data(data) == [Ping(b"p" * 100), Message(b"aaaaabbbbb")]
+    assert conn.receive_data(data) == [Ping(b"p" * 100), Message(b"a" * 20 + b"b" * 20)]
 
 
 # -- receive_fragments: streaming messages --------------------------------------------------------
@@ -727,11 +797,11 @@ def test_8_1_fragments_mode_still_fails_bad_utf8(side: Side) -> None:
 
 
 def test_10_4_fragments_mode_keeps_the_message_limit(side: Side) -> None:
-    conn = connect(side, receive_fragments=True, max_message_size=10)
-    assert conn.receive_data(peer_frame(side, Opcode.BINARY, b"a" * 6, fin=False)) == [
-        Fragment(b"a" * 6, False)
+    conn = connect(side, receive_fragments=True, max_message_size=40)
+    assert conn.receive_data(peer_frame(side, Opcode.BINARY, b"a" * 20, fin=False)) == [
+        Fragment(b"a" * 20, False)
     ]
-    events = conn.receive_data(peer_frame(side, Opcode.CONTINUATION, b"b" * 5))
+    events = conn.receive_data(peer_frame(side, Opcode.CONTINUATION, b"b" * 21))
     assert outcome(events) == [(Failed, 1009)]
 
 
@@ -1019,9 +1089,22 @@ def test_8_1_extension_output_is_checked_as_utf8(side: Side) -> None:
 
 def test_10_4_extension_output_counts_towards_the_limit(side: Side) -> None:
     ext = ReverseExtension()
-    conn = connect(side, extensions=[ext], max_message_size=10)
-    assert conn.receive_data(peer_frame(side, Opcode.BINARY, b"x" * 6, fin=False, rsv=0x40)) == []
-    assert ext.budgets == [10]  # the extension is told how much the message may still grow
-    events = conn.receive_data(peer_frame(side, Opcode.CONTINUATION, b"y" * 5))
-    assert ext.budgets == [10, 4]
+    conn = connect(side, extensions=[ext], max_message_size=40)
+    assert conn.receive_data(peer_frame(side, Opcode.BINARY, b"x" * 20, fin=False, rsv=0x40)) == []
+    assert ext.budgets == [40]  # the extension is told how much the message may still grow
+    events = conn.receive_data(peer_frame(side, Opcode.CONTINUATION, b"y" * 21))
+    assert ext.budgets == [40, 20]
+    assert outcome(events) == [(Failed, 1009)]
+
+
+def test_10_4_extension_frames_are_charged_too(side: Side) -> None:
+    # A short continuation's charge comes off the budget the extension is given, and a
+    # flood of them fails before any is decoded.
+    ext = ReverseExtension()
+    conn = connect(side, extensions=[ext], max_message_size=40)
+    assert conn.receive_data(peer_frame(side, Opcode.BINARY, b"x" * 20, fin=False, rsv=0x40)) == []
+    assert conn.receive_data(peer_frame(side, Opcode.CONTINUATION, b"", fin=False)) == []
+    assert ext.budgets == [40, 20 - FRAME_CHARGE]
+    events = conn.receive_data(peer_frame(side, Opcode.CONTINUATION, b"", fin=False))
+    assert ext.budgets == [40, 20 - FRAME_CHARGE]
     assert outcome(events) == [(Failed, 1009)]

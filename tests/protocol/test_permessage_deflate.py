@@ -327,7 +327,8 @@ def test_5_accept_first_none_acceptable() -> None:
 
 def test_7_1_default_offer() -> None:
     text = format_extension_header([PerMessageDeflateFactory().offer()])
-    assert text == "permessage-deflate; client_max_window_bits=12; server_max_window_bits=12"
+    # 7.1.2.2: a bare client_max_window_bits, as browsers send it: any answer 8..15 is valid.
+    assert text == "permessage-deflate; client_max_window_bits; server_max_window_bits=12"
 
 
 def test_7_1_offer_full_windows() -> None:
@@ -347,7 +348,7 @@ def test_7_1_offer_everything() -> None:
         )
     )
     assert format_extension_header([factory.offer()]) == (
-        "permessage-deflate; client_max_window_bits=10; server_max_window_bits=9;"
+        "permessage-deflate; client_max_window_bits; server_max_window_bits=9;"
         " server_no_context_takeover; client_no_context_takeover"
     )
 
@@ -365,6 +366,12 @@ CONFIRMED = [
     ({}, f"{PMD}; {SMWB}=12; {SNCT}", (12, 12, False, True)),  # 7.1.1.1: may come unasked
     ({}, f'{PMD}; {SMWB}="8"; {CMWB}="9"', (9, 8, False, False)),
     ({}, f"{PMD}; {SNCT}; {CNCT}; {SMWB}=9; {CMWB}=10", (10, 9, True, True)),
+    # The bare offer takes any client_max_window_bits (Autobahn 13.4, 13.6 answer 15); the
+    # window we compress with stays the smaller of ours and the answer.
+    ({}, f"{PMD}; {SMWB}=12; {CMWB}=15", (12, 12, False, False)),
+    ({}, f"{PMD}; {SMWB}=12; {CMWB}=13", (12, 12, False, False)),
+    ({}, f"{PMD}; {SMWB}=12; {CMWB}=8", (8, 12, False, False)),
+    ({"client_max_window_bits": 9}, f"{PMD}; {SMWB}=12; {CMWB}=15", (9, 12, 0, 0)),
 ]
 
 
@@ -407,8 +414,11 @@ BAD_RESPONSES = [
     ("permessage-deflate; server_max_window_bits=13", None),
     ("permessage-deflate", None),
     ("permessage-deflate; client_max_window_bits=12", None),
-    # 7.1.2.2: "a value equal to or smaller than the received value".
-    ("permessage-deflate; server_max_window_bits=12; client_max_window_bits=13", None),
+    # 7.1.2.2: "a value equal to or smaller than the received value" (an offer with one).
+    (
+        "permessage-deflate; client_max_window_bits=13",
+        "permessage-deflate; client_max_window_bits=12",
+    ),
     # 7.1.2.2: client_max_window_bits when the offer did not have it.
     (
         "permessage-deflate; client_max_window_bits=10",
@@ -524,7 +534,10 @@ def test_7_1_our_offer_and_answer_agree(server: DeflateSettings, client: Deflate
     response, server_ext = PerMessageDeflateFactory(server).accept_first(offers) or pytest.fail()
     client_ext = client_factory.confirm(header_round_trip([response])[0], offers)
     assert client_ext.remote_max_window_bits == server_ext.local_max_window_bits
-    assert client_ext.local_max_window_bits == server_ext.remote_max_window_bits
+    # The offer is bare (7.1.2.2): the server answers its own limit, and the client may
+    # compress with a smaller window than the server inflates with.
+    assert client_ext.local_max_window_bits <= server_ext.remote_max_window_bits
+    assert server_ext.remote_max_window_bits == server.client_max_window_bits
     assert client_ext.local_max_window_bits == min(
         client.client_max_window_bits, server.client_max_window_bits
     )

@@ -4,7 +4,8 @@ handler has over what it sends.
 - Inflation is bounded by ``max_message_size`` whatever the compression ratio: a
   decompression bomb gets 1009 after at most that many bytes, and the process's memory stays
   small (tracemalloc); the server keeps serving.
-- ``max_fragments`` counts the frames of a compressed message like any other (1009).
+- Each continuation frame of a compressed message counts at least ``FRAME_CHARGE`` bytes
+  against the limit, like any other (1009).
 - Data that does not inflate is 1007 (the message is not consistent with its type, RFC 6455
   7.4.1); RSV1 where RFC 7692 section 6 forbids it is 1002.
 - ``Accept(compress=...)`` and route options decide per connection; ``Deflate`` /
@@ -33,6 +34,7 @@ import pytest
 
 import corral
 from corral import Accept, Deflate, DeflateSettings, Fragment, Handler, Request, Text, WebSocket
+from corral.protocol.connection import FRAME_CHARGE
 from corral.protocol.frames import serialize_frame
 
 pytestmark = pytest.mark.timeout(10)
@@ -261,24 +263,17 @@ async def test_message_inflating_to_exactly_the_limit_is_accepted() -> None:
 
 
 @pytest.mark.parametrize("offer", [PMD, WEBKIT])
-async def test_compressed_message_beyond_max_fragments(offer: str) -> None:
-    """max_fragments=16: 16 frames are echoed, 17 get 1009."""
-    options = {"max_fragments": 16, "compression": DeflateSettings()}
+async def test_compressed_message_in_empty_fragments_is_charged(offer: str) -> None:
+    """Each continuation frame counts at least FRAME_CHARGE bytes, compressed or not: 1000
+    bytes, then 193 empty continuations fit in 4096; 194 get 1009."""
+    options = {"max_message_size": 4096, "compression": DeflateSettings()}
+    data = text(1000)
+    fits = (4096 - len(data)) // FRAME_CHARGE
     async with serving(Echo, **options) as port, peer(port, offer=offer) as p:
-        for count, refused in ((16, False), (17, True)):
-            data = text(170 * count)
-            if p.per_frame:  # every frame compressed on its own
-                frames = [(p.deflate(data[i : i + 170]), RSV1)
-                          for i in range(0, len(data), 170)]
-            else:
-                compressed = p.deflate(data)
-                step = -(-len(compressed) // count)
-                frames = [(compressed[i * step : (i + 1) * step], RSV1 if i == 0 else 0)
-                          for i in range(count)]
-            assert len(frames) == count
-            for i, (piece, rsv) in enumerate(frames):
-                await p.send(BINARY if i == 0 else CONTINUATION, piece, fin=i == count - 1,
-                             rsv=rsv)
+        for continuations, refused in ((fits, False), (fits + 1, True)):
+            await p.send(BINARY, p.deflate(data), fin=False, rsv=RSV1)
+            for i in range(continuations):
+                await p.send(CONTINUATION, b"", fin=i == continuations - 1)
             if refused:
                 await p.expect_close(1009)
             else:

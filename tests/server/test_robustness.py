@@ -22,6 +22,7 @@ import pytest
 
 import corral
 from corral import CloseKind, CloseReason, ConnectionClosed
+from corral.protocol.connection import FRAME_CHARGE
 from corral.protocol.frames import Opcode, serialize_frame
 
 MiB = 1 << 20
@@ -366,7 +367,9 @@ async def test_message_in_one_byte_fragments_arrives_intact() -> None:
     handler = Keep()
     payload = bytes(i % 251 for i in range(256 * 1024))
     wire = one_byte_frames(payload)
-    async with corral.serve(spawn(handler), "127.0.0.1", 0, max_fragments=None) as server:
+    # 256 Ki fragments count 16 bytes each against the limit (FRAME_CHARGE).
+    limit = len(payload) * FRAME_CHARGE
+    async with corral.serve(spawn(handler), "127.0.0.1", 0, max_message_size=limit) as server:
         reader, writer = await open_ws(server)
         try:
             await send_in_chunks(writer, wire)
@@ -383,8 +386,7 @@ async def test_one_byte_fragments_cost_about_their_bytes() -> None:
     handler = Keep()
     count = 8000
     wire = one_byte_frames(bytes(i % 251 for i in range(count)), last=False)
-    async with corral.serve(spawn(handler), "127.0.0.1", 0, max_fragments=None,
-                            close_timeout=0.5) as server:
+    async with corral.serve(spawn(handler), "127.0.0.1", 0, close_timeout=0.5) as server:
         reader, writer = await open_ws(server)
         try:
             tracemalloc.start()
@@ -409,10 +411,11 @@ async def test_one_byte_fragments_cost_about_their_bytes() -> None:
 
 
 async def test_too_many_fragments_are_refused_with_1009_by_default() -> None:
+    """100,000 one-byte fragments count 1.6 MB against the default 1 MiB: 1009."""
     handler = Keep()
-    limit = corral.Options().max_fragments
-    assert limit is not None
-    wire = one_byte_frames(bytes(limit + 10))
+    limit = corral.Options().max_message_size
+    assert limit is not None and limit < 100_000 * FRAME_CHARGE
+    wire = one_byte_frames(bytes(100_000))
     async with corral.serve(spawn(handler), "127.0.0.1", 0) as server:
         reader, writer = await open_ws(server)
         try:
@@ -421,6 +424,28 @@ async def test_too_many_fragments_are_refused_with_1009_by_default() -> None:
             assert (opcode, payload[:2]) == (Opcode.CLOSE, close_payload(1009))
             writer.write(masked(Opcode.CLOSE, close_payload(1009)))
             assert await read_to_eof(reader) == b""
+        finally:
+            await close_raw(writer)
+        await asyncio.wait_for(handler.closed.wait(), 2)
+    assert not handler.messages
+    assert handler.reason is not None
+    assert (handler.reason.kind, handler.reason.code) == (CloseKind.PROTOCOL_ERROR, 1009)
+
+
+async def test_endless_empty_continuations_end_in_1009() -> None:
+    """A message that never ends, in empty frames: at the default limit the server closes
+    with 1009 after 1 MiB / FRAME_CHARGE of them, and reads nothing after its close."""
+    handler = Keep()
+    limit = corral.Options().max_message_size
+    assert limit is not None
+    empty = b"\x00\x80\x00\x00\x00\x00"  # a masked, empty, non-final continuation
+    wire = b"\x02\x80\x00\x00\x00\x00" + empty * (limit // FRAME_CHARGE + 1000)
+    async with corral.serve(spawn(handler), "127.0.0.1", 0) as server:
+        reader, writer = await open_ws(server)
+        try:
+            await send_in_chunks(writer, wire)
+            opcode, payload = await read_frame(reader)
+            assert (opcode, payload[:2]) == (Opcode.CLOSE, close_payload(1009))
         finally:
             await close_raw(writer)
         await asyncio.wait_for(handler.closed.wait(), 2)

@@ -63,7 +63,6 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level.upper())
     options = Options(
         max_message_size=args.max_message_size,
-        max_fragments=None,
         allowed_origins=("*",),
         compression=None if args.no_compression else DeflateSettings(),
     )

@@ -34,7 +34,7 @@ async def run_case(base: str, case: int, agent: str) -> str:
     """Echo until the server closes; return how the case ended."""
     url = f"{base}/runCase?case={case}&agent={quote(agent, safe='')}"
     try:
-        async with connect(url, max_message_size=MAX_MESSAGE_SIZE, idle_timeout=None) as ws:
+        async with connect(url, max_message_size=MAX_MESSAGE_SIZE) as ws:
             try:
                 async for message in ws:
                     await ws.send(message)

@@ -298,7 +298,6 @@ class HttpProtocol(asyncio.Protocol):
             max_message_size=options.max_message_size,
             max_frame_size=options.frame_limit,
             receive_fragments=options.receive_fragments,
-            max_fragments=options.max_fragments,
             extensions=extensions,
         )
         ws = WebSocket(conn, handler, options, request=req, subprotocol=decision.subprotocol,

@@ -507,13 +507,16 @@ class PerMessageDeflateFactory(DeflateFactory[PerMessageDeflate]):
     # -- client side --
 
     def offer(self) -> ExtensionOffer:
-        """``permessage-deflate; client_max_window_bits[=N]`` and what the settings ask of
-        the server. client_max_window_bits always goes out (7.1.2.2: it tells the server
-        that the client supports the parameter), with our limit as a hint when below 15."""
+        """``permessage-deflate; client_max_window_bits`` and what the settings ask of the
+        server.
+
+        client_max_window_bits goes out bare, as browsers send it (7.1.2.2: it only says that
+        the client supports the parameter), so any answer from 8 to 15 is valid. With a value,
+        a server that wants a larger window than that must refuse (Node's ws answers 400) or
+        answer out of bounds (Autobahn 13.4, 13.6). The window we compress with stays our
+        choice: the smaller of the settings' and the answer's (``_confirm_one``)."""
         s = self.settings
-        params: list[tuple[str, str | None]] = []
-        client_bits = s.client_max_window_bits
-        params.append((CLIENT_MAX_WINDOW_BITS, str(client_bits) if client_bits < 15 else None))
+        params: list[tuple[str, str | None]] = [(CLIENT_MAX_WINDOW_BITS, None)]
         if s.server_max_window_bits < 15:
             params.append((SERVER_MAX_WINDOW_BITS, str(s.server_max_window_bits)))
         if s.server_no_context_takeover:
