@@ -410,48 +410,42 @@ async def test_one_byte_fragments_cost_about_their_bytes() -> None:
         await asyncio.wait_for(handler.closed.wait(), 2)
 
 
-async def test_too_many_fragments_are_refused_with_1009_by_default() -> None:
-    """100,000 one-byte fragments count 1.6 MB against the default 1 MiB: 1009."""
+async def refused_with_1009(wire: bytes, answer: bool) -> None:
+    """Send ``wire`` to a server on the default options: it must close with 1009 and tell
+    the handler so, with no message delivered. ``answer``: close back and expect TCP's end."""
     handler = Keep()
-    limit = corral.Options().max_message_size
-    assert limit is not None and limit < 100_000 * FRAME_CHARGE
-    wire = one_byte_frames(bytes(100_000))
-    async with corral.serve(spawn(handler), "127.0.0.1", 0) as server:
-        reader, writer = await open_ws(server)
-        try:
-            writer.write(wire)
-            opcode, payload = await read_frame(reader)
-            assert (opcode, payload[:2]) == (Opcode.CLOSE, close_payload(1009))
-            writer.write(masked(Opcode.CLOSE, close_payload(1009)))
-            assert await read_to_eof(reader) == b""
-        finally:
-            await close_raw(writer)
-        await asyncio.wait_for(handler.closed.wait(), 2)
-    assert not handler.messages
-    assert handler.reason is not None
-    assert (handler.reason.kind, handler.reason.code) == (CloseKind.PROTOCOL_ERROR, 1009)
-
-
-async def test_endless_empty_continuations_end_in_1009() -> None:
-    """A message that never ends, in empty frames: at the default limit the server closes
-    with 1009 after 1 MiB / FRAME_CHARGE of them, and reads nothing after its close."""
-    handler = Keep()
-    limit = corral.Options().max_message_size
-    assert limit is not None
-    empty = b"\x00\x80\x00\x00\x00\x00"  # a masked, empty, non-final continuation
-    wire = b"\x02\x80\x00\x00\x00\x00" + empty * (limit // FRAME_CHARGE + 1000)
     async with corral.serve(spawn(handler), "127.0.0.1", 0) as server:
         reader, writer = await open_ws(server)
         try:
             await send_in_chunks(writer, wire)
             opcode, payload = await read_frame(reader)
             assert (opcode, payload[:2]) == (Opcode.CLOSE, close_payload(1009))
+            if answer:
+                writer.write(masked(Opcode.CLOSE, close_payload(1009)))
+                assert await read_to_eof(reader) == b""
         finally:
             await close_raw(writer)
         await asyncio.wait_for(handler.closed.wait(), 2)
     assert not handler.messages
     assert handler.reason is not None
     assert (handler.reason.kind, handler.reason.code) == (CloseKind.PROTOCOL_ERROR, 1009)
+
+
+async def test_too_many_fragments_are_refused_with_1009_by_default() -> None:
+    """100,000 one-byte fragments count 1.6 MB against the default 1 MiB: 1009."""
+    limit = corral.Options().max_message_size
+    assert limit is not None and limit < 100_000 * FRAME_CHARGE
+    await refused_with_1009(one_byte_frames(bytes(100_000)), answer=True)
+
+
+async def test_endless_empty_continuations_end_in_1009() -> None:
+    """A message that never ends, in empty frames: at the default limit the server closes
+    with 1009 after 1 MiB / FRAME_CHARGE of them, and reads nothing after its close."""
+    limit = corral.Options().max_message_size
+    assert limit is not None
+    empty = b"\x00\x80\x00\x00\x00\x00"  # a masked, empty, non-final continuation
+    wire = b"\x02\x80\x00\x00\x00\x00" + empty * (limit // FRAME_CHARGE + 1000)
+    await refused_with_1009(wire, answer=False)
 
 
 # -- 6. concurrent recv() ------------------------------------------------------------------------
