@@ -478,6 +478,9 @@ class Connection:
         Messages completed before the error in the same data are valid and may still be
         answered (Autobahn 3.2, 4.1.3, 5.15): the close then waits for ``data_to_send``.
         """
+        # Kept without its traceback and chained errors: their frames hold the data given
+        # to receive_data, which the caller may reuse once the call returns.
+        exc.__traceback__ = exc.__context__ = exc.__cause__ = None
         self.failure = exc
         self._msg_payload = None  # nothing more is read into it
         self.payload_pending = False
