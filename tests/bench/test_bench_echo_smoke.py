@@ -159,3 +159,16 @@ def test_c_echo_floor(loadgen: Path, tmp_path: Path) -> None:
         result, _ = _run(loadgen, "connect", "-p", str(port), "-c", "2", "-d", "0.3")
         _clean(result)
         assert result["handshakes"] > 0
+
+
+def test_corral_async_style(loadgen: Path) -> None:
+    """The `async for` echo bench/run.py measures as corral-async."""
+    argv = [sys.executable, str(BENCH / "servers" / "echo_corral.py"), "--style", "async"]
+    for port, pid in _serve(argv):
+        result, _ = _run(loadgen, "echo", "-p", str(port), "-c", "3", "-P", "2", "-s", "200",
+                         "--text", "-d", "0.3", "-w", "0.1", "-S", str(pid))
+        _clean(result)
+        assert result["msgs"] > 0
+        result, _ = _run(loadgen, "connect", "-p", str(port), "-c", "2", "-d", "0.3")
+        _clean(result)
+        assert result["handshakes"] > 0
