@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 bash scripts/install-system-deps.sh  # chromium, redis-server, nginx: the real peers
 bash scripts/install-node-peers.sh  # the ws npm package, for tests/interop/test_node_ws.py
-.venv/bin/python -m ruff check src tests scripts
+.venv/bin/python -m ruff check src tests scripts fuzz bench
 .venv/bin/python -m mypy
 # An editable install compiles corral._speedups only when installing: rebuild a stale one.
 speedups=(src/corral/_speedups.*.so)
@@ -22,3 +22,6 @@ bash scripts/autobahn.sh --quick
 .venv/bin/python -m pytest "$@"
 echo "corral.accel.COMPILED = False (CORRAL_PURE=1)"
 CORRAL_PURE=1 .venv/bin/python -m pytest "$@"
+# Every fuzz target (fuzz/README.md) for 10 seconds, compiled and pure side by side; a crash or
+# a disagreement fails the run. `scripts/fuzz.sh` alone runs 1,000,000 inputs each.
+bash scripts/fuzz.sh --smoke 10

@@ -30,6 +30,15 @@ _PACK_64 = struct.Struct("!BBQ").pack
 _RESERVED_OPCODES = frozenset({3, 4, 5, 6, 7, 11, 12, 13, 14, 15})
 
 
+def _bytes_of(data: Buffer) -> memoryview:
+    """``data`` as a flat view of bytes; like the compiled module (which asks for a simple
+    buffer), a view that is not contiguous is refused with the same BufferError."""
+    view = memoryview(data)
+    if not view.c_contiguous:
+        raise BufferError("memoryview: underlying buffer is not C-contiguous")
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
 def _check_mask(mask: Buffer) -> bytes:
     mask = bytes(mask)
     if len(mask) != 4:
@@ -45,8 +54,9 @@ def apply_mask(data: Buffer, mask: Buffer, offset: int = 0) -> bytes:
     the frame's payload, so a payload can be unmasked piece by piece as it arrives. The XOR
     runs on one big integer, which in pure Python is far faster than a loop over bytes.
     """
+    data = _bytes_of(data)
     mask = _check_mask(mask)
-    n = len(memoryview(data).cast("B"))
+    n = len(data)
     if n == 0:
         return b""
     shift = offset & 3
@@ -117,13 +127,13 @@ def build_frame(
     length takes the shortest form: 7 bits up to 125, 16 bits up to 65535, else 64 bits
     ("the minimal number of bytes MUST be used to encode the length").
     """
+    payload = bytes(_bytes_of(payload))  # first, as the compiled twin takes its arguments
     if not 0 <= opcode <= 0xF:
         raise ValueError("opcode must be in 0..15")
     if rsv & ~0x70:
         raise ValueError("rsv must only hold bits 0x70")
     if mask is not None:
         mask = _check_mask(mask)
-    payload = bytes(payload)
     b0 = (0x80 if fin else 0) | rsv | opcode
     n = len(payload)
     mbit = 0x80 if mask is not None else 0
@@ -150,7 +160,7 @@ def parse_frames(
     big is refused before its payload arrives. ``require_mask`` is the side's policy (5.1);
     ``max_frame_size`` < 0 means no limit.
     """
-    view = memoryview(buf).cast("B")
+    view = _bytes_of(buf)
     end = len(view)
     if not 0 <= pos <= end:
         raise ValueError("pos out of range")

@@ -333,6 +333,12 @@ class _BoundedParser:
                     self._start_line_done = self._started
                 else:
                     self._line_len += end - pos
+            elif whole is not None and self._in_head and messages == self._messages:
+                # The piece ended in an empty line without ending a head: empty lines before
+                # a request line (RFC 7230 section 3.5), which llhttp skips. Count them as
+                # the line-by-line path does, or a flood of them would never meet the limit.
+                self._lines += data.count(b"\n", pos, end)
+                self._start_line_done = self._started
             pos = end
         return None
 

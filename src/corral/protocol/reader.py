@@ -120,7 +120,9 @@ class FrameReader:
                     break
                 self._opcode = -1
         except ProtocolError as exc:
-            self.error = exc
+            # Kept without its traceback: its frames hold `data`, the caller's buffer,
+            # which the caller may reuse or resize once this call returns.
+            self.error = exc.with_traceback(None)
             self.idle = False
             return out
         finally:

@@ -160,7 +160,8 @@ class WebkitDeflateFactory(DeflateFactory[WebkitDeflateFrame]):
         self, response: ExtensionOffer, offered: Sequence[ExtensionOffer]
     ) -> WebkitDeflateFrame:
         """Check the server's answer; NegotiationError if it is not this extension, was not
-        offered, or has an unknown, repeated or invalid parameter."""
+        offered, or has an unknown, repeated or invalid parameter. Offers of ours that do not
+        parse (corral makes none) count as declined, not as a reason to refuse."""
         if response.name != self.name:
             raise NegotiationError(f"not a {self.name} response: {response.name!r}")
         ours = [offer for offer in offered if offer.name == self.name]
@@ -168,9 +169,19 @@ class WebkitDeflateFactory(DeflateFactory[WebkitDeflateFrame]):
             raise NegotiationError(f"the server accepted {self.name}, which was not offered")
         try:
             asked_bits, asked_nct = _parse(response)
-            requests = [_parse(offer) for offer in ours]
         except ValueError as exc:
             raise NegotiationError(f"invalid {self.name} parameters: {exc}") from None
+        # A server declines an offer it cannot read and may accept another (as permessage-
+        # deflate's confirm does, such an offer is no reason to refuse an answer).
+        requests: list[tuple[int, bool]] = []
+        error: ValueError | None = None
+        for offer in ours:
+            try:
+                requests.append(_parse(offer))
+            except ValueError as exc:
+                error = exc
+        if not requests:
+            raise NegotiationError(f"invalid {self.name} offer: {error}")
         s = self.settings
         # The answer does not say which offer it accepts: inflate with the largest window
         # any of them allowed, and drop the window only if every offer forbade takeover.
