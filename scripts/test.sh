@@ -21,6 +21,7 @@ bash scripts/autobahn.sh --quick
 .venv/bin/python -c 'import corral.accel as a; print("corral.accel.COMPILED =", a.COMPILED)'
 .venv/bin/python -m pytest "$@"
 echo "corral.accel.COMPILED = False (CORRAL_PURE=1)"
+CORRAL_PURE=1 bash scripts/autobahn.sh --quick  # the pure path too: the reference of the C one
 CORRAL_PURE=1 .venv/bin/python -m pytest "$@"
 # Every fuzz target (fuzz/README.md) for 10 seconds, compiled and pure side by side; a crash or
 # a disagreement fails the run. `scripts/fuzz.sh` alone runs 1,000,000 inputs each.
