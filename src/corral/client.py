@@ -34,9 +34,10 @@ from .websocket import WebSocket
 __all__ = ["CLIENT_OPTIONS", "connect", "parse_url"]
 
 # A client's defaults: no idle timeout (the application decides when to leave) and an offer
-# of permessage-deflate that any valid answer fits: `client_max_window_bits=12` bounds our own
-# compressor and asks nothing of the server's window (asking would make every answer without
-# server_max_window_bits invalid, RFC 7692 7.1.2.1). compression=None offers nothing.
+# of permessage-deflate that any valid answer fits: a bare client_max_window_bits (the 12 here
+# bounds only our own compressor), nothing asked of the server's window (asking would make
+# every answer without server_max_window_bits invalid, RFC 7692 7.1.2.1). compression=None
+# offers nothing.
 CLIENT_OPTIONS = Options(
     idle_timeout=None,
     compression=DeflateSettings(server_max_window_bits=15, client_max_window_bits=12),
