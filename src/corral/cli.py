@@ -382,8 +382,6 @@ def _serve(args: argparse.Namespace, load: Callable[[], App]) -> int:
     _configure_logging(args)
     keywords: dict[str, Any] = {name: value for name, value in vars(args).items()
                                 if name in OPTION_FLAGS}
-    if "allowed_origins" in keywords:
-        keywords["allowed_origins"] = tuple(keywords["allowed_origins"])
     if args.broker is not None:  # only when given: serve() has taken `broker` recently
         keywords["broker"] = args.broker
     if args.reuse_port:

@@ -107,8 +107,9 @@ class Options:
     def replace(self, **changes: Any) -> Options:
         """A copy with some fields changed (validated like a new instance)."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        for name in sorted(unknown & REMOVED.keys()):
-            raise TypeError(f"option {name} was removed: {REMOVED[name]}")
+        removed = sorted(unknown & REMOVED.keys())
+        if removed:
+            raise TypeError(f"option {removed[0]} was removed: {REMOVED[removed[0]]}")
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
         return dataclasses.replace(self, **changes)

@@ -25,8 +25,6 @@ import pytest
 import corral
 from corral import AsyncWebSocket, DeflateSettings
 
-pytestmark = pytest.mark.timeout(30)
-
 NODE_DIR = Path(__file__).parent / "node"
 PEER = NODE_DIR / "ws_peer.js"
 NODE = shutil.which("node")
@@ -41,8 +39,8 @@ def _skip_reason() -> str | None:
     return None
 
 
-pytestmark = [pytestmark, pytest.mark.skipif(_skip_reason() is not None,
-                                             reason=_skip_reason() or "")]
+pytestmark = [pytest.mark.timeout(30),
+              pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")]
 
 
 async def _line(process: asyncio.subprocess.Process) -> dict[str, Any]:

@@ -333,12 +333,6 @@ class _BoundedParser:
                     self._start_line_done = self._started
                 else:
                     self._line_len += end - pos
-            elif whole is not None and self._in_head and messages == self._messages:
-                # The piece ended in an empty line without ending a head: empty lines before
-                # a request line (RFC 7230 section 3.5), which llhttp skips. Count them as
-                # the line-by-line path does, or a flood of them would never meet the limit.
-                self._lines += data.count(b"\n", pos, end)
-                self._start_line_done = self._started
             pos = end
         return None
 
@@ -352,6 +346,10 @@ class _BoundedParser:
         bounds the line-by-line path enforces). The usual handshake takes this path."""
         limit = self._strictest_line_limit()
         if limit is None or not self._in_head or self._line_len or self._lines:
+            return None
+        if data[pos] in b"\r\n":
+            # Empty lines before a request line (RFC 7230 section 3.5), which llhttp skips:
+            # fed line by line, so they are counted against the limit like any line.
             return None
         end = data.find(b"\r\n\r\n", pos)
         if end == -1:
