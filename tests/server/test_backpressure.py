@@ -26,6 +26,7 @@ import corral
 from corral import CloseKind, CloseReason, PublishError, PublishFailed
 from corral.options import RUNTIME_MUTABLE
 from corral.protocol.frames import Opcode, serialize_frame
+from corral.session import Session
 
 pytestmark = pytest.mark.usefixtures("clean_logs", "no_leftover_tasks")
 
@@ -522,14 +523,14 @@ async def test_async_style_send_waits_again_when_publishes_refill_the_buffer_fir
 
     async with corral.serve(producer, "127.0.0.1", 0, write_limit=WRITE_LIMIT,
                             max_backpressure=LIMIT) as server:
-        real_resume_writing = corral.WebSocket.resume_writing
+        real_resume_writing = Session.resume_writing
 
-        def resume_then_burst(self: corral.WebSocket) -> None:
+        def resume_then_burst(self: Session) -> None:
             real_resume_writing(self)
             if len(bursts) < 3:
                 bursts.append(overflow(server))
 
-        monkeypatch.setattr(corral.WebSocket, "resume_writing", resume_then_burst)
+        monkeypatch.setattr(Session, "resume_writing", resume_then_burst)
         peer = await SlowPeer.open(server)
         try:
             await eventually(lambda: server.subscriber_count("feed") == 1)

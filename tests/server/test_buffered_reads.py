@@ -304,8 +304,10 @@ def test_bytes_handed_to_data_received_are_handled_like_reads(
             assert await client.read_frame() == (Opcode.TEXT, b"first")
             payload = payload_of(DIRECT_READ_MIN * 2)
             wire = masked(Opcode.BINARY, payload)
-            opened[0].data_received(wire[:1000])  # as a transport without get_buffer would
-            opened[0].data_received(wire[1000:])
+            transport: Any = opened[0].transport
+            protocol = transport.get_protocol()
+            protocol.data_received(wire[:1000])  # as a transport without get_buffer would
+            protocol.data_received(wire[1000:])
             assert await client.read_frame() == (Opcode.BINARY, payload)
             await client.close()
 

@@ -13,14 +13,14 @@ import base64
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from typing import Any
 
 import pytest
 
 import corral
-import corral.pubsub.topics as topics_module
 from corral import DeflateSettings, Handler, Text, WebSocket
+from corral.protocol.connection import Connection
 from corral.protocol.frames import Opcode, serialize_frame
 
 pytestmark = pytest.mark.usefixtures("clean_logs", "no_leftover_tasks")
@@ -129,16 +129,21 @@ class RawPeer:
 
 @pytest.fixture
 def build_frame_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """The frames publish built (through corral.pubsub.topics' reference to build_frame)."""
+    """The frames publishes built for sharing: each one a connection added to a publish's
+    shared frames (``Connection.broadcast_frame``)."""
     built: list[bytes] = []
-    real = topics_module.build_frame
+    real = Connection.broadcast_frame
 
-    def counting(*args: Any) -> bytes:
-        frame = real(*args)
-        built.append(frame)
+    def counting(self: Connection, opcode: int, payload: bytes,
+                 shared: dict[Hashable, bytes]) -> bytes | None:
+        before = len(shared)
+        frame = real(self, opcode, payload, shared)
+        if len(shared) > before:
+            assert frame is not None
+            built.append(frame)
         return frame
 
-    monkeypatch.setattr(topics_module, "build_frame", counting)
+    monkeypatch.setattr(Connection, "broadcast_frame", counting)
     return built
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 from ..accel import PayloadBuffer, build_frame, parse_frames
 from ..exceptions import (
@@ -50,6 +50,9 @@ PAYLOAD_BUFFER_SHARE = 8
 # An unmasked frame with a payload this large is queued as header and payload apart
 # (``out_split``): a copy of the payload into one frame costs more than a second iovec.
 SPLIT_PAYLOAD = 8 * 1024
+
+# The key of the uncompressed frame among the frames of one publish (broadcast_frame).
+_PLAIN_FRAME = ("plain",)
 
 
 class Side(enum.Enum):
@@ -561,6 +564,42 @@ class Connection:
         if self._out_opcode >= 0:
             raise RuntimeError("a fragmented message is being sent; finish it first")
         self._out.append(frame)
+
+    def broadcast_frame(
+        self, opcode: int, payload: bytes, shared: dict[Hashable, bytes]
+    ) -> bytes | None:
+        """The frame of a message published to many connections, for ``queue_frame``: taken
+        from ``shared`` (one dict per publish) when another connection needs the same bytes,
+        built and put there otherwise. None when this connection must encode the message
+        itself (``send_message``): a client (its frames are masked) or a compression context
+        kept between messages, which is its own."""
+        if self.side is Side.CLIENT:
+            return None
+        extensions = self._extensions
+        if not extensions:
+            key: Hashable = _PLAIN_FRAME
+            rsv = 0
+        elif len(extensions) == 1:
+            shared_key = extensions[0].shared_key()
+            if shared_key is None:
+                return None
+            key = shared_key
+        else:
+            return None
+        frame = shared.get(key)
+        if frame is None:
+            if extensions:
+                # No context takeover: the same parameters give the same bytes.
+                payload, rsv = extensions[0].encode_alone(opcode, payload)
+            frame = shared[key] = build_frame(opcode, payload, True, rsv, None)
+        return frame
+
+    def set_compression(self, enabled: bool) -> None:
+        """Compress the following messages or not (no effect without a compression
+        extension)."""
+        for ext in self._extensions:
+            if hasattr(ext, "enabled"):
+                ext.enabled = enabled
 
     @property
     def sending_fragmented(self) -> bool:

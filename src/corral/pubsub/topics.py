@@ -14,17 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from ..accel import build_frame
 from ..exceptions import PublishError
 from ..protocol.frames import Opcode
 from .broker import Broker, MemoryBroker
 
 if TYPE_CHECKING:
-    from ..websocket import WebSocket
+    from ..options import Options
 
-__all__ = ["Message", "PublishFailed", "Topics"]
+__all__ = ["Message", "PublishFailed", "Subscriber", "Topics"]
 
 logger = logging.getLogger("corral.pubsub")
 
@@ -51,6 +50,27 @@ class PublishFailed(NamedTuple):
     error: PublishError
 
 
+class Subscriber(Protocol):
+    """What topics need of a subscribed connection (a server's sessions are)."""
+
+    @property
+    def options(self) -> Options: ...
+
+    def broadcast_frame(
+        self, opcode: int, payload: bytes, shared: dict[Hashable, bytes]
+    ) -> bytes | None:
+        """The frame to send, shared with other subscribers through ``shared``, or None to
+        encode the message itself."""
+
+    def send_frame(self, frame: bytes | None, message: str | bytes, flush: bool) -> bool:
+        """Queue the frame (or encode ``message``); False if not sent."""
+
+    def flush(self) -> None: ...
+
+    def post(self, info: Any) -> None:
+        """Deliver ``info`` to the handler's ``on_info`` (a failed publish)."""
+
+
 class Topics:
     """Which connections listen to which topic. Connections subscribe through
     ``ws.subscribe(topic)``; they leave every topic when they end."""
@@ -58,9 +78,9 @@ class Topics:
     __slots__ = ("_subscribers", "_unflushed", "broker", "failed_publishes")
 
     def __init__(self, broker: Broker | None = None) -> None:
-        self._subscribers: dict[str, set[WebSocket]] = {}
+        self._subscribers: dict[str, set[Subscriber]] = {}
         # Subscribers with published frames queued but not yet written, and how many bytes.
-        self._unflushed: dict[WebSocket, int] = {}
+        self._unflushed: dict[Subscriber, int] = {}
         self.broker: Broker = broker if broker is not None else MemoryBroker()
         self.failed_publishes = 0  # publishes the broker did not take, since start
 
@@ -70,13 +90,13 @@ class Topics:
     async def close(self) -> None:
         await self.broker.close()
 
-    def add(self, topic: str, ws: WebSocket) -> None:
+    def add(self, topic: str, ws: Subscriber) -> None:
         subscribers = self._subscribers.get(topic)
         if subscribers is None:
             self._subscribers[topic] = subscribers = set()
         subscribers.add(ws)
 
-    def discard(self, topic: str, ws: WebSocket) -> None:
+    def discard(self, topic: str, ws: Subscriber) -> None:
         subscribers = self._subscribers.get(topic)
         if subscribers is None:
             return
@@ -93,7 +113,7 @@ class Topics:
         return frozenset(self._subscribers)
 
     def publish(
-        self, topic: str, message: Message, *, keep: int = 0, publisher: WebSocket | None = None
+        self, topic: str, message: Message, *, keep: int = 0, publisher: Subscriber | None = None
     ) -> asyncio.Future[int]:
         """Publish through the broker; the future gives the broker's count (see
         :meth:`Broker.publish`) or raises :class:`PublishError`. A failure nobody awaits is
@@ -123,7 +143,7 @@ class Topics:
 
     def _failed(
         self, future: asyncio.Future[int], topic: str, message: str | bytes,
-        publisher: WebSocket | None,
+        publisher: Subscriber | None,
     ) -> None:
         if future.cancelled():
             return
@@ -148,43 +168,25 @@ class Topics:
             return 0
         # What a compressed subscriber encodes: bytes-like copied once, not once per send.
         whole: str | bytes = message if isinstance(message, str) else payload
-        frame: bytes | None = None
         size = len(payload) + 10
         count = 0
         unflushed = self._unflushed
         if not unflushed:
             asyncio.get_running_loop().call_soon(self._flush_all)
-        # A copy: a subscriber's write may end a connection, which unsubscribes it.
-        shared: dict[Hashable, bytes] | None = None  # compressed once per set of parameters
-        for ws in tuple(subscribers):
-            extensions = ws.conn.extensions
-            if extensions:
-                key = extensions[0].shared_key() if len(extensions) == 1 else None
-                if key is None:
-                    # A compression context kept between messages is this connection's own:
-                    # it encodes the message itself.
-                    sent = ws.send_frame(None, whole, False)
-                else:
-                    # No context takeover: the same parameters give the same bytes.
-                    if shared is None:
-                        shared = {}
-                    data = shared.get(key)
-                    if data is None:
-                        encoded, rsv = extensions[0].encode_alone(opcode, payload)
-                        data = shared[key] = build_frame(opcode, encoded, True, rsv, None)
-                    sent = ws.send_frame(data, whole, False)
-            else:
-                if frame is None:
-                    frame = build_frame(opcode, payload, True, 0, None)  # unmasked: server side
-                sent = ws.send_frame(frame, whole, False)
+        # The frames of this message, each built once: plain, and compressed once per set of
+        # parameters that keep no context. A copy of the set: a subscriber's write may end a
+        # connection, which unsubscribes it.
+        shared: dict[Hashable, bytes] = {}
+        for sub in tuple(subscribers):
+            sent = sub.send_frame(sub.broadcast_frame(opcode, payload, shared), whole, False)
             if sent:
                 count += 1
-                queued = unflushed.get(ws, 0) + size
-                if queued >= ws.options.write_limit:
-                    unflushed.pop(ws, None)
-                    ws.flush()
+                queued = unflushed.get(sub, 0) + size
+                if queued >= sub.options.write_limit:
+                    unflushed.pop(sub, None)
+                    sub.flush()
                 else:
-                    unflushed[ws] = queued
+                    unflushed[sub] = queued
         return count
 
     def _flush_all(self) -> None:
@@ -192,8 +194,8 @@ class Topics:
         messages published while one read was handled (or in one burst) in one write."""
         unflushed = self._unflushed
         self._unflushed = {}
-        for ws in unflushed:
-            ws.flush()
+        for sub in unflushed:
+            sub.flush()
 
     def __repr__(self) -> str:
         return f"<Topics {len(self._subscribers)} topics, {self.broker!r}>"
