@@ -302,7 +302,7 @@ async def test_pipelined_static_gets_from_a_client_that_never_reads(big_file: Pa
         _, writer = await open_tcp(server.port, rcvbuf=4096)
         try:
             writer.write(b"GET /static/big.bin HTTP/1.1\r\nHost: x\r\n\r\n" * 30)
-            (http,) = server._http_connections
+            (http,) = server.registry.http
             transport = http.transport
             assert transport is not None
             await eventually(lambda: transport.get_write_buffer_size() > 0)
@@ -311,7 +311,7 @@ async def test_pipelined_static_gets_from_a_client_that_never_reads(big_file: Pa
             assert not transport.is_reading()
         finally:
             drop(writer)
-        await eventually(lambda: not server._http_connections)
+        await eventually(lambda: not server.registry.http)
 
 
 async def test_closed_http_connection_whose_client_never_reads_is_aborted(
@@ -324,12 +324,12 @@ async def test_closed_http_connection_whose_client_never_reads_is_aborted(
         _, writer = await open_tcp(server.port, rcvbuf=4096)
         try:
             writer.write(b"GET /static/huge.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            (http,) = server._http_connections
+            (http,) = server.registry.http
             transport = http.transport
             assert transport is not None
             await eventually(transport.is_closing)
             assert transport.get_write_buffer_size() > 0  # close() waits for a reader...
-            await eventually(lambda: not server._http_connections)  # ... the timeout aborts
+            await eventually(lambda: not server.registry.http)  # ... the timeout aborts
         finally:
             await close_raw(writer)
 

@@ -67,71 +67,74 @@ def _lower(name: str) -> str:
     return key
 
 
+# The usual methods as one shared string each.
+_METHODS = {m: m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
+
+
 class Headers:
     """Ordered, case-insensitive multi-map of header fields that keeps the original case.
 
-    Lookups are linear over a list kept beside the pairs with the lowercased names: a message
-    has at most a hundred or so fields, and a list preserves order and duplicates (which the
-    handshake rules must see).
+    Lookups are linear: a message has at most a hundred or so fields, and order and
+    duplicates matter (the handshake rules must see them). The fields are one flat list of
+    (lowercased name, name, value) triples, lowercased names shared between messages: a
+    request kept for the life of a connection costs little beyond its strings.
     """
 
-    __slots__ = ("_items", "_keys")
+    __slots__ = ("_fields",)
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str]] = list(items)
-        self._keys = [name.lower() for name, _ in self._items]
+        self._fields: list[str] = []
+        for name, value in items:
+            self._fields += (name.lower(), name, value)
 
     def add(self, name: str, value: str) -> None:
         """Append a field; earlier fields of the same name are kept."""
-        self._items.append((name, value))
-        self._keys.append(name.lower())
+        self._fields += (name.lower(), name, value)
 
     def add_shared(self, name: str, value: str) -> None:
         """``add`` with the lowercased name shared between messages (see ``_lower``)."""
-        self._items.append((name, value))
-        self._keys.append(_lower(name))
+        self._fields += (_lower(name), name, value)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
         key = name.lower()
-        for index, field in enumerate(self._keys):
-            if field == key:
-                return self._items[index][1]
+        fields = self._fields
+        for index in range(0, len(fields), 3):
+            if fields[index] == key:
+                return fields[index + 2]
         return default
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in order (several fields may carry one list)."""
         key = name.lower()
-        if key not in self._keys:
-            return []
-        return [
-            item[1] for field, item in zip(self._keys, self._items, strict=True) if field == key
-        ]
+        fields = self._fields
+        return [fields[i + 2] for i in range(0, len(fields), 3) if fields[i] == key]
 
     def items(self) -> list[tuple[str, str]]:
         """A copy of the (name, value) pairs, in order."""
-        return list(self._items)
+        fields = self._fields
+        return list(zip(fields[1::3], fields[2::3], strict=True))
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        return name.lower() in self._keys
+        return name.lower() in self._fields[::3]
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._fields) // 3
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(list(self._items))
+        return iter(self.items())
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Headers):
             return NotImplemented
-        return self._items == other._items
+        return self.items() == other.items()
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
+        return f"Headers({self.items()!r})"
 
 
 @dataclass(slots=True)
@@ -471,8 +474,15 @@ class RequestParser(_BoundedParser):
             path = unquote(raw_path, errors="strict")
         except UnicodeDecodeError:
             self._fail(InvalidRequest("malformed HTTP request: path is not UTF-8", status=400))
+        # One string where they are equal (the usual case): a request may be kept for the
+        # life of its connection.
+        if raw_path == target:
+            raw_path = target
+        if path == raw_path:
+            path = raw_path
+        method = self._parser.get_method().decode("ascii")
         return HTTPRequest(
-            method=self._parser.get_method().decode("ascii"),
+            method=_METHODS.get(method, method),
             target=target,
             path=path,
             raw_path=raw_path,

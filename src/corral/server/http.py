@@ -32,6 +32,7 @@ from ..websocket import WebSocket
 from .router import Route
 
 if TYPE_CHECKING:
+    from .registry import Registry
     from .serve import Server
 
 __all__ = ["HttpProtocol"]
@@ -42,10 +43,12 @@ logger = logging.getLogger("corral.server")
 class HttpProtocol(asyncio.Protocol):
     """Serves one TCP connection until it upgrades or closes."""
 
-    __slots__ = ("_busy", "_pending", "_timer", "_write_paused", "parser", "server", "transport")
+    __slots__ = ("_busy", "_pending", "_registry", "_timer", "_write_paused", "parser", "server",
+                 "transport")
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, registry: Registry) -> None:
         self.server = server
+        self._registry = registry
         opts = server.options
         self.parser = RequestParser(
             max_request_line=opts.max_request_line,
@@ -62,7 +65,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.server._http_connections.add(self)
+        self._registry.http.add(self)
         if self.server.closing:
             transport.close()
             return
@@ -70,7 +73,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
-        self.server._http_connections.discard(self)
+        self._registry.http.discard(self)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -101,6 +104,16 @@ class HttpProtocol(asyncio.Protocol):
             transport.pause_reading()
         else:
             transport.resume_reading()
+
+    def close_if_idle(self) -> None:
+        """The server is stopping: close now unless a request is being answered (that one
+        closes after its answer, as the server is closing)."""
+        if self.transport is not None and not self._busy:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
     # -- timers ----------------------------------------------------------------------------------
 
@@ -300,14 +313,13 @@ class HttpProtocol(asyncio.Protocol):
             receive_fragments=options.receive_fragments,
             extensions=extensions,
         )
+        registry = self._registry
         ws = WebSocket(conn, handler, options, request=req, subprotocol=decision.subprotocol,
-                       on_finish=self.server._websocket_finished,
-                       track_task=self.server._track_task,
+                       on_finish=registry.websocket_finished, track_task=registry.track_task,
                        pubsub=self.server.topics)
         transport.set_write_buffer_limits(high=options.write_limit)
         self._cancel_timer()
-        self.server._http_connections.discard(self)
-        self.server._websockets.add(ws)
+        registry.upgraded(self, ws)
         # An async upgrade decision paused reading (see _next); the WebSocket reads from here.
         transport.resume_reading()
         ws.start(transport, self.parser.trailing)

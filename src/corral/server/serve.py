@@ -16,6 +16,7 @@ from ..pubsub.broker import Broker, make_broker
 from ..pubsub.topics import Message, Topics
 from ..websocket import WebSocket
 from .http import HttpProtocol
+from .registry import Registry
 from .router import App, Router, as_router
 
 __all__ = ["Server", "install_uvloop", "run", "serve"]
@@ -40,9 +41,7 @@ class Server:
         self.options = options
         self.closing = False
         self._servers: list[asyncio.base_events.Server] = []
-        self._websockets: set[WebSocket] = set()
-        self._http_connections: set[HttpProtocol] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()  # tasks of connections (ws.create_task)
+        self.registry = Registry()  # what is open: HTTP connections, WebSockets, tasks
         self._closed: asyncio.Event | None = None
         # Pub/sub: this process's subscriptions over the broker (memory unless told).
         self._topics = Topics(make_broker(broker))
@@ -64,7 +63,7 @@ class Server:
             await self._topics.start()
 
         def factory() -> HttpProtocol:
-            return HttpProtocol(self)
+            return HttpProtocol(self, self.registry)
 
         # A client that never completes TLS is slow-loris too: bound it like the HTTP phase.
         tls: dict[str, Any] = {}
@@ -102,7 +101,7 @@ class Server:
     @property
     def connections(self) -> frozenset[WebSocket]:
         """The open WebSocket connections."""
-        return frozenset(self._websockets)
+        return frozenset(self.registry.websockets)
 
     @property
     def topics(self) -> Topics:
@@ -133,13 +132,6 @@ class Server:
         """The topics with at least one subscriber in this process."""
         return self._topics.names()
 
-    def _websocket_finished(self, ws: WebSocket) -> None:
-        self._websockets.discard(ws)
-
-    def _track_task(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def close(
         self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down"
     ) -> None:
@@ -152,31 +144,31 @@ class Server:
         self.closing = True
         for server in self._servers:
             server.close()
-        for http in list(self._http_connections):
-            if http.transport is not None and not http._busy:
-                http.transport.close()
-        for ws in list(self._websockets):
+        registry = self.registry
+        for http in list(registry.http):
+            http.close_if_idle()
+        for ws in list(registry.websockets):
             ws.shutdown(code, reason)
         deadline = asyncio.get_running_loop().time() + self.options.close_timeout
-        while self._websockets or self._http_connections:
+        while registry:
             if asyncio.get_running_loop().time() >= deadline:
                 break
             await asyncio.sleep(0.05)
-        for ws in list(self._websockets):
+        for ws in list(registry.websockets):
             ws.abort()
-        for http in list(self._http_connections):
-            if http.transport is not None:
-                http.transport.abort()
+        for http in list(registry.http):
+            http.abort()
         # Handler tasks still running once their connections are gone (an async-for handler
         # awaiting something else, a task started with ws.create_task): give them what is
         # left of the close timeout, then cancel them.
-        if self._tasks:
+        tasks = registry.tasks
+        if tasks:
             remaining = max(0.0, deadline - asyncio.get_running_loop().time())
-            await asyncio.wait(list(self._tasks), timeout=remaining)
-            for task in list(self._tasks):
+            await asyncio.wait(list(tasks), timeout=remaining)
+            for task in list(tasks):
                 task.cancel()
-            if self._tasks:
-                await asyncio.wait(list(self._tasks), timeout=1.0)
+            if tasks:
+                await asyncio.wait(list(tasks), timeout=1.0)
         for server in self._servers:
             await server.wait_closed()
         await self._topics.close()
