@@ -24,7 +24,7 @@ from .transport import StreamProtocol
 if TYPE_CHECKING:
     from .pubsub.broker import Broker
     from .pubsub.topics import Message, Topics
-    from .transport import Wire
+    from .transport import Receiver, Wire
 
 __all__ = ["WebSocket"]
 
@@ -62,6 +62,12 @@ class WebSocket:
         # buffer_updated; bytes read with the handshake are ``initial``, handled first.
         transport.set_protocol(StreamProtocol(session))
         session.start(transport, initial)
+
+    def attach(self, wire: Wire, initial: bytes = b"") -> Receiver:
+        """Run on a wire that is not an asyncio transport (an HTTP/2 stream, an ASGI
+        connection): what the wire receives goes to the returned receiver's methods."""
+        self._session.start(wire, initial)
+        return self._session
 
     # -- what it runs on ---------------------------------------------------------------------
 
