@@ -11,8 +11,16 @@ setup(
         Extension(
             "corral._speedups",
             ["src/corral/_speedups.c"],
+            depends=["src/corral/_mask.h"],
             optional=True,
             extra_compile_args=["-O2"],
-        )
+        ),
+        Extension(
+            "corral._hotpath",
+            ["src/corral/_hotpath.c"],
+            depends=["src/corral/_mask.h"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        ),
     ]
 )

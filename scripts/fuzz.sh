@@ -57,10 +57,7 @@ if ! "$PY" -c "import atheris" 2>/dev/null; then
 print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["fuzz"]))')
     "$PY" -m pip install --quiet "${requirements[@]}"
 fi
-speedups=(src/corral/_speedups.*.so)
-if [ -e "${speedups[0]}" ] && [ src/corral/_speedups.c -nt "${speedups[0]}" ]; then
-    "$PY" -m pip install --quiet --no-deps -e .  # a stale compiled module would be fuzzed
-fi
+bash scripts/build-ext.sh "$PY"  # a stale compiled module would be fuzzed
 
 "$PY" fuzz/seeds.py fuzz/seeds >/dev/null
 
@@ -74,7 +71,8 @@ if [ "$sanitize" = 1 ]; then
     ext=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
     include=$("$PY" -c 'import sysconfig; print(sysconfig.get_path("include"))')
     module="$build/_speedups$ext"
-    if [ ! -e "$module" ] || [ src/corral/_speedups.c -nt "$module" ]; then
+    if [ ! -e "$module" ] || [ src/corral/_speedups.c -nt "$module" ] \
+            || [ src/corral/_mask.h -nt "$module" ]; then
         gcc -shared -fPIC -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
             -fno-sanitize-recover=all -Wall -I"$include" src/corral/_speedups.c -o "$module"
     fi

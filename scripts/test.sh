@@ -7,11 +7,7 @@ bash scripts/install-system-deps.sh  # chromium, redis-server, nginx: the real p
 bash scripts/install-node-peers.sh  # the ws npm package, for tests/interop/test_node_ws.py
 .venv/bin/python -m ruff check src tests scripts fuzz bench
 .venv/bin/python -m mypy
-# An editable install compiles corral._speedups only when installing: rebuild a stale one.
-speedups=(src/corral/_speedups.*.so)
-if [ -e "${speedups[0]}" ] && [ src/corral/_speedups.c -nt "${speedups[0]}" ]; then
-    .venv/bin/python -m pip install --quiet --no-deps -e .
-fi
+bash scripts/build-ext.sh  # a C extension older than its source is rebuilt
 # The real Autobahn|Testsuite against corral's server and client, its quick selection (about
 # 3.5 minutes on 2 cores, 12.1/13.1 compression most of it; wstest needs Python 2.7 and is
 # installed once into .autobahn/). `scripts/autobahn.sh --full` writes compliance/RESULTS.md.

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .accel import configure_hot_path
 from .deadlines import Deadlines
 from .exceptions import PayloadTooBig
 from .handler import (
@@ -37,7 +38,7 @@ from .handler import (
 )
 from .options import Options, check_runtime_changes
 from .protocol import events as ev
-from .protocol.connection import Connection, Side, State
+from .protocol.connection import SPLIT_PAYLOAD, Connection, Side, State
 from .protocol.frames import CloseCode, serialize_close
 
 if TYPE_CHECKING:
@@ -839,3 +840,7 @@ _COMMANDS: dict[type, Callable[[Session, Any], Any]] = {
     SetOptions: lambda s, cmd: s.set_options(**cmd.changes),
     Deflate: lambda s, cmd: s.set_compression(cmd.enabled),
 }
+
+# What the compiled hot path compares against (corral._hotpath; a no-op in pure mode).
+configure_hot_path(State.OPEN, State.CLOSED, CloseKind.CRASH, ev.Message, Side.SERVER,
+                   SPLIT_PAYLOAD)

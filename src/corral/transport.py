@@ -14,6 +14,8 @@ import threading
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from .accel import StreamCore
+
 __all__ = ["Receiver", "StreamProtocol", "Wire", "shared_read_buffer"]
 
 
@@ -90,33 +92,19 @@ def shared_read_buffer() -> memoryview:
     return view
 
 
-class StreamProtocol(asyncio.BufferedProtocol):
+class StreamProtocol(StreamCore, asyncio.BufferedProtocol):
     """Feeds a :class:`Receiver` from a TCP, TLS or Unix-socket transport.
 
     Reads go into the thread's shared read buffer, parsed in place, so an idle connection
     holds no buffer of its own; or, for the rest of a large payload, straight into the
-    message's own buffer (no copy)."""
+    message's own buffer (no copy). ``get_buffer`` and ``buffer_updated`` are
+    :class:`~corral.accel.StreamCore`'s: once ``bind(session)`` is called, the compiled one
+    takes reads of whole plain messages to the handler in C (docs/architecture.md)."""
 
-    __slots__ = ("_buffer", "_direct", "_receiver")
+    __slots__ = ()
 
     def __init__(self, receiver: Receiver) -> None:
-        self._receiver = receiver
-        self._buffer = shared_read_buffer()
-        self._direct = False  # the last get_buffer gave the receiver's own buffer
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        view = self._receiver.read_target()
-        if view is None:
-            self._direct = False
-            return self._buffer
-        self._direct = True
-        return view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        if self._direct:
-            self._receiver.payload_received(nbytes)
-        else:
-            self._receiver.data_received(self._buffer[:nbytes])
+        super().__init__(receiver, shared_read_buffer())
 
     def data_received(self, data: bytes) -> None:
         """Bytes from a transport that does not read into our buffers. Also needed by

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from .accel import HandleCore
 from .handler import CloseReason, Handler
 from .options import Options
 from .protocol.connection import Connection
@@ -29,14 +30,15 @@ if TYPE_CHECKING:
 __all__ = ["WebSocket"]
 
 
-class WebSocket:
+class WebSocket(HandleCore):
     """An open connection, as handlers see it (the ``ws`` argument of every callback).
 
     Every method is non-blocking and safe to call from any task on the connection's loop;
-    ``post_threadsafe`` is the one to use from other threads.
+    ``post_threadsafe`` is the one to use from other threads. ``send`` is
+    :class:`~corral.accel.HandleCore`'s (compiled: a small message is queued in C).
     """
 
-    __slots__ = ("_session", "request", "subprotocol")
+    __slots__ = ("request", "subprotocol")
 
     def __init__(
         self,
@@ -60,8 +62,10 @@ class WebSocket:
         session = self._session
         # A BufferedProtocol: uvloop and asyncio's transports switch to get_buffer /
         # buffer_updated; bytes read with the handshake are ``initial``, handled first.
-        transport.set_protocol(StreamProtocol(session))
+        protocol = StreamProtocol(session)
+        transport.set_protocol(protocol)
         session.start(transport, initial)
+        protocol.bind(session)  # from here the compiled hot path may take reads
 
     def attach(self, wire: Wire, initial: bytes = b"") -> Receiver:
         """Run on a wire that is not an asyncio transport (an HTTP/2 stream, an ASGI
@@ -132,12 +136,6 @@ class WebSocket:
         return self._session.close_reason
 
     # -- sending -----------------------------------------------------------------------------
-
-    def send(self, message: str | bytes, compress: bool = True) -> bool:
-        """Send a message (text for ``str``). Returns False, sending nothing, once closing,
-        or when the message is dropped by ``max_backpressure`` (``on_drop`` then gets it).
-        ``compress=False`` skips compression for this message."""
-        return self._session.send(message, compress)
 
     def send_frame(
         self, frame: bytes | None, message: str | bytes = b"", flush: bool = True

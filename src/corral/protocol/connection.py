@@ -28,7 +28,7 @@ from .frames import CloseCode, Opcode, frame_header, parse_close, serialize_clos
 from .reader import FrameReader
 from .utf8 import Utf8Decoder
 
-__all__ = ["DIRECT_READ_MIN", "FRAME_CHARGE", "Connection", "Side", "State"]
+__all__ = ["DIRECT_READ_MIN", "FRAME_CHARGE", "SPLIT_PAYLOAD", "Connection", "Side", "State"]
 
 #: Every continuation frame counts at least this many bytes against ``max_message_size``.
 #: A message's frames each cost the receiver work of their own (about 2 us here, compiled),

@@ -1,0 +1,67 @@
+"""Pure twins of corral._hotpath: the base types of ``StreamProtocol`` and ``WebSocket``.
+
+They only delegate to the session (:mod:`corral.session`), which is the specification of
+what the compiled hot path does; ``_hotpath.c`` takes some reads and sends in C and must
+give the same result. :mod:`corral.accel` picks one of the two.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .session import Session
+    from .transport import Receiver
+
+__all__ = ["HandleCore", "StreamCore", "configure"]
+
+
+def configure(open_state: Any, closed_state: Any, crash: Any, message: Any, server: Any,
+              split_payload: int, /) -> None:
+    """The session's constants, which the compiled hot path compares against (unused
+    here)."""
+
+
+class StreamCore:
+    """Feeds a receiver from a BufferedProtocol transport: reads go into ``buffer`` (shared
+    by the thread's connections) or, for the rest of a large payload, straight into the
+    receiver's own buffer (``read_target``)."""
+
+    __slots__ = ("_buffer", "_direct", "_receiver")
+
+    def __init__(self, receiver: Receiver, buffer: memoryview) -> None:
+        self._receiver = receiver
+        self._buffer = buffer
+        self._direct = False  # the last get_buffer gave the receiver's own buffer
+
+    def bind(self, session: Session, /) -> None:
+        """Where the compiled path starts taking reads in C; every read stays with the
+        session here."""
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        view = self._receiver.read_target()
+        if view is None:
+            self._direct = False
+            return self._buffer
+        self._direct = True
+        return view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._direct:
+            self._receiver.payload_received(nbytes)
+        else:
+            self._receiver.data_received(self._buffer[:nbytes])
+
+
+class HandleCore:
+    """The base of :class:`corral.WebSocket`: holds its session."""
+
+    __slots__ = ("_session",)
+
+    _session: Session
+
+    def send(self, message: str | bytes, compress: bool = True) -> bool:
+        """Send a message (text for ``str``). Returns False, sending nothing, once closing,
+        or when the message is dropped by ``max_backpressure`` (``on_drop`` then gets it).
+        ``compress=False`` skips compression for this message."""
+        return self._session.send(message, compress)
