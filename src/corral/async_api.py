@@ -206,7 +206,10 @@ class AsyncWebSocket(Handler):
         # here, not in drain(), so the usual send makes no coroutine.)
         if ws.writing_paused:
             await ws.drain()
-        if not ws.send(message):
+        # More messages already wait for this task: its replies to them go out together,
+        # in one write at the next loop iteration, as a callback handler's are.
+        sent = ws.send_soon(message) if self._messages else ws.send(message)
+        if not sent:
             raise self._closed_exc()
         if ws.writing_paused:
             await ws.drain()

@@ -89,6 +89,7 @@ class Session:
         "_paused",
         "_pubsub",
         "_reading",
+        "_soon",
         "_topics",
         "_track_task",
         "_write_paused",
@@ -127,6 +128,7 @@ class Session:
         self._reading = True  # the wire is being read (see _update_reading)
         self._eof = False  # the peer half-closed while we still owed it frames
         self._corked = False  # frames are collected for one write at the end of a read
+        self._soon = 0  # bytes queued by send_soon, waiting for their flush (0: none due)
         self._busy = False  # an async callback is running: events wait in the backlog
         # The application (the async-for style) has messages it has not answered yet.
         self._hold_for_app = False
@@ -419,6 +421,30 @@ class Session:
             self._flush()
         return True
 
+    def send_soon(self, message: str | bytes) -> bool:
+        """``send``, with the write left to the next loop iteration unless ``write_limit``
+        bytes are waiting by then: replies to a burst of messages go out in one write (as a
+        callback's do, corked by the read), not in one write each."""
+        if self._corked:
+            return self.send(message)
+        conn = self.conn
+        if conn.state is not State.OPEN or conn.close_sent is not None:
+            return False
+        if self._write_paused and self._over_backpressure(message):
+            return False
+        conn.send_message(message)
+        due = self._soon
+        self._soon = due + len(message) + 1
+        if self._soon >= self.options.write_limit:
+            self._flush()
+        elif not due:
+            self._loop.call_soon(self._flush_soon)  # type: ignore[union-attr]
+        return True
+
+    def _flush_soon(self) -> None:
+        if self._soon:
+            self._flush()
+
     def send_frame(self, frame: bytes | None, message: str | bytes, flush: bool) -> bool:
         conn = self.conn
         if conn.state is not State.OPEN or conn.close_sent is not None:
@@ -666,6 +692,7 @@ class Session:
     # -- writing and closing -------------------------------------------------------------------
 
     def _flush(self) -> None:
+        self._soon = 0
         conn = self.conn
         wire = self.wire
         if wire is None:

@@ -137,6 +137,12 @@ class WebSocket(HandleCore):
 
     # -- sending -----------------------------------------------------------------------------
 
+    def send_soon(self, message: str | bytes) -> bool:
+        """``send``, written at the next loop iteration with whatever else is sent until
+        then (at once past ``write_limit`` bytes): for many messages sent in a row outside
+        a callback, one write instead of one each."""
+        return self._session.send_soon(message)
+
     def send_frame(
         self, frame: bytes | None, message: str | bytes = b"", flush: bool = True
     ) -> bool:

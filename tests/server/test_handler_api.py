@@ -864,6 +864,74 @@ async def test_async_function_handler_echo() -> None:
         await asyncio.wait_for(finished.wait(), 2)
 
 
+async def test_async_style_answers_a_burst_in_few_writes() -> None:
+    """Sixteen messages in one read: the replies of an ``async for`` echo leave together (as
+    a callback handler's do), not in sixteen writes, and in order."""
+    writes: list[int] = []
+
+    async def echo(ws: corral.AsyncWebSocket) -> None:
+        assert ws.ws is not None
+        transport: Any = ws.ws.transport
+        real = transport.write
+
+        def counting(data: bytes) -> None:
+            writes.append(len(data))
+            real(data)
+
+        transport.write = counting
+        async for message in ws:
+            await ws.send(message)
+
+    async with serve(echo) as server:
+        reader, writer, _ = await open_raw(server)
+        try:
+            await asyncio.sleep(0.05)  # the handler has started
+            writer.write(b"".join(masked(Opcode.TEXT, b"m%02d" % i) for i in range(16)))
+            for i in range(16):
+                assert await read_frame(reader) == (Opcode.TEXT, b"m%02d" % i)
+            assert 1 <= len(writes) <= 2, writes  # the first reply may go alone
+        finally:
+            await close_raw(writer)
+
+
+async def test_send_soon_writes_at_once_past_the_write_limit() -> None:
+    """Replies left for the next loop iteration are bounded: past write_limit bytes they are
+    written at once, so a sender that never yields cannot grow memory."""
+    limit = 4096
+    handler_done = asyncio.Event()
+    sizes: list[int] = []
+
+    class Sender(Recorder):
+        def on_open(self, ws: corral.WebSocket) -> Any:
+            super().on_open(ws)
+            transport: Any = ws.transport
+            real = transport.write
+
+            def counting(data: bytes) -> None:
+                sizes.append(len(data))
+                real(data)
+
+            transport.write = counting
+            ws.create_task(self.send_all(ws))
+            return None
+
+        async def send_all(self, ws: corral.WebSocket) -> None:
+            for _ in range(100):  # 10,000 bytes, no yield to the loop
+                assert ws.send_soon(b"x" * 99)
+            assert sizes and max(sizes) <= limit + 200
+            handler_done.set()
+
+    factory, _ = spawn(Sender)
+    async with serve(factory, write_limit=limit) as server:
+        reader, writer, _ = await open_raw(server)
+        try:
+            await asyncio.wait_for(handler_done.wait(), 2)
+            for _ in range(100):
+                assert await read_frame(reader) == (Opcode.BINARY, b"x" * 99)
+        finally:
+            await close_raw(writer)
+
+
 async def test_async_function_return_closes_with_1000() -> None:
     async def hello(ws: corral.AsyncWebSocket) -> None:
         assert ws.request is not None
