@@ -125,7 +125,7 @@ static Py_ssize_t split_payload = 8192;
 static PyObject *str_read_target, *str_payload_received, *str_data_received, *str_crash,
     *str_handled, *str_defer, *str_flush, *str_send, *str_on_message, *str_time,
     *str_receive_data, *str_handle_received, *str_write, *str_writelines, *str_is_closing,
-    *str_join, *empty_bytes;
+    *str_join, *str_writing_paused, *str_reading_paused, *empty_bytes;
 
 PyDoc_STRVAR(configure_doc,
 "configure(open, closed, crash, message, server, split_payload, /)\n\n"
@@ -796,6 +796,41 @@ HandleCore_send(HandleCore *self, PyObject *const *args, size_t nargsf, PyObject
     return PyObject_VectorcallMethod(str_send, call, (size_t)(1 + nargs), kwnames);
 }
 
+/* A flag of the session (its _write_paused or _paused slot), read without a Python frame. */
+static PyObject *
+session_flag(HandleCore *self, int slot, PyObject *name)
+{
+    PyObject *session = self->session;
+
+    if (session == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "WebSocket without a session");
+        return NULL;
+    }
+    if (session_map.type == Py_TYPE(session))
+        return Py_NewRef(SLOT(session, session_map, slot));
+    return PyObject_GetAttr(session, name);
+}
+
+static PyObject *
+HandleCore_writing_paused(HandleCore *self, void *Py_UNUSED(closure))
+{
+    return session_flag(self, S_WRITE_PAUSED, str_writing_paused);
+}
+
+static PyObject *
+HandleCore_reading_paused(HandleCore *self, void *Py_UNUSED(closure))
+{
+    return session_flag(self, S_PAUSED, str_reading_paused);
+}
+
+static PyGetSetDef HandleCore_getset[] = {
+    {"writing_paused", (getter)HandleCore_writing_paused, NULL,
+     PyDoc_STR("The write buffer is over write_limit: drain() would wait."), NULL},
+    {"reading_paused", (getter)HandleCore_reading_paused, NULL,
+     PyDoc_STR("The handler paused reading (Pause / pause_reading)."), NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyMethodDef HandleCore_methods[] = {
     {"send", (PyCFunction)(void (*)(void))HandleCore_send, METH_FASTCALL | METH_KEYWORDS,
      PyDoc_STR("send(message, compress=True) -> bool\n\n"
@@ -822,6 +857,7 @@ static PyTypeObject HandleCoreType = {
     .tp_clear = (inquiry)HandleCore_clear,
     .tp_methods = HandleCore_methods,
     .tp_members = HandleCore_members,
+    .tp_getset = HandleCore_getset,
 };
 
 /* ---- module ------------------------------------------------------------------------------- */
@@ -850,7 +886,9 @@ hotpath_exec(PyObject *module)
         || intern(&str_time, "time") < 0 || intern(&str_receive_data, "receive_data") < 0
         || intern(&str_handle_received, "_handle_received") < 0
         || intern(&str_write, "write") < 0 || intern(&str_writelines, "writelines") < 0
-        || intern(&str_is_closing, "is_closing") < 0 || intern(&str_join, "join") < 0)
+        || intern(&str_is_closing, "is_closing") < 0 || intern(&str_join, "join") < 0
+        || intern(&str_writing_paused, "writing_paused") < 0
+        || intern(&str_reading_paused, "reading_paused") < 0)
         return -1;
     empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
     if (empty_bytes == NULL)

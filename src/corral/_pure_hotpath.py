@@ -60,6 +60,16 @@ class HandleCore:
 
     _session: Session
 
+    @property
+    def writing_paused(self) -> bool:
+        """The write buffer is over ``write_limit``: ``drain()`` would wait."""
+        return self._session.writing_paused
+
+    @property
+    def reading_paused(self) -> bool:
+        """The handler paused reading (``Pause`` / ``pause_reading``)."""
+        return self._session.reading_paused
+
     def send(self, message: str | bytes, compress: bool = True) -> bool:
         """Send a message (text for ``str``). Returns False, sending nothing, once closing,
         or when the message is dropped by ``max_backpressure`` (``on_drop`` then gets it).

@@ -36,6 +36,7 @@ class AsyncWebSocket(Handler):
         self.ws: WebSocket | None = None
         self._max_queue = max_queue
         self._messages: deque[str | bytes] = deque()
+        self._owing = False  # the session was told we owe answers (answers_pending)
         self._waiter: asyncio.Future[None] | None = None
         self._closed: CloseReason | None = None
         self._pongs: dict[bytes, list[asyncio.Future[float]]] = {}
@@ -50,11 +51,15 @@ class AsyncWebSocket(Handler):
             self._opened.set_result(None)
 
     def on_message(self, ws: WebSocket, message: str | bytes) -> None:
-        self._messages.append(message)
-        ws.answers_pending()  # a close owed to the peer waits for our answer
-        if len(self._messages) >= self._max_queue:
+        messages = self._messages
+        messages.append(message)
+        if not self._owing:
+            self._owing = True
+            ws.answers_pending()  # a close owed to the peer waits for our answer
+        if len(messages) >= self._max_queue:
             ws.pause_reading()
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def on_pong(self, ws: WebSocket, payload: bytes) -> None:
         if payload not in self._pongs:
@@ -171,6 +176,7 @@ class AsyncWebSocket(Handler):
         """The next message; raises ConnectionClosed once the connection is over."""
         while not self._messages:
             if self.ws is not None:
+                self._owing = False
                 self.ws.answers_done()
             if self._closed is not None:
                 raise self._closed_exc()
@@ -187,15 +193,15 @@ class AsyncWebSocket(Handler):
             ws.resume_reading()
         return message
 
-    def __aiter__(self) -> AsyncIterator[str | bytes]:
-        return self._iterate()
+    def __aiter__(self) -> AsyncWebSocket:
+        return self
 
-    async def _iterate(self) -> AsyncIterator[str | bytes]:
-        while True:
-            try:
-                yield await self.recv()
-            except ConnectionClosedOK:
-                return
+    async def __anext__(self) -> str | bytes:
+        # A plain coroutine, not an async generator: one layer less per message.
+        try:
+            return await self.recv()
+        except ConnectionClosedOK:
+            raise StopAsyncIteration from None
 
     async def send(self, message: str | bytes) -> None:
         """Send a message and wait while the write buffer is over its limit."""

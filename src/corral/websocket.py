@@ -34,8 +34,8 @@ class WebSocket(HandleCore):
     """An open connection, as handlers see it (the ``ws`` argument of every callback).
 
     Every method is non-blocking and safe to call from any task on the connection's loop;
-    ``post_threadsafe`` is the one to use from other threads. ``send`` is
-    :class:`~corral.accel.HandleCore`'s (compiled: a small message is queued in C).
+    ``post_threadsafe`` is the one to use from other threads. ``send``, ``writing_paused``
+    and ``reading_paused`` are :class:`~corral.accel.HandleCore`'s (compiled: in C).
     """
 
     __slots__ = ("request", "subprotocol")
@@ -119,16 +119,6 @@ class WebSocket(HandleCore):
     def extensions(self) -> tuple[str, ...]:
         """Names of the negotiated extensions (e.g. ``("permessage-deflate",)``)."""
         return tuple(ext.name for ext in self._session.conn.extensions)
-
-    @property
-    def writing_paused(self) -> bool:
-        """The write buffer is over ``write_limit``: ``drain()`` would wait."""
-        return self._session.writing_paused
-
-    @property
-    def reading_paused(self) -> bool:
-        """The handler paused reading (``Pause`` / ``pause_reading``)."""
-        return self._session.reading_paused
 
     @property
     def close_reason(self) -> CloseReason | None:
