@@ -23,7 +23,7 @@ class Request:
     client offered; ``path_params`` holds the values a router pattern captured.
     """
 
-    __slots__ = ("_cookies", "_query", "http", "path_params", "peer", "upgrade")
+    __slots__ = ("_cookies", "_peer", "_query", "_transport", "http", "path_params", "upgrade")
 
     def __init__(
         self,
@@ -31,13 +31,26 @@ class Request:
         peer: Any = None,
         upgrade: UpgradeInfo | None = None,
         path_params: dict[str, str] | None = None,
+        *,
+        transport: Any = None,
     ) -> None:
         self.http = http
-        self.peer = peer
+        # The peer's address, or the transport to ask for it when first wanted: a request
+        # is kept for the life of its connection, and most never look.
+        self._peer = peer
+        self._transport = transport if peer is None else None
         self.upgrade = upgrade
         self.path_params = path_params if path_params else _NO_PARAMS
         self._query: dict[str, list[str]] | None = None
         self._cookies: dict[str, str] | None = None
+
+    @property
+    def peer(self) -> Any:
+        """The client's address (``(host, port)`` over TCP)."""
+        if self._peer is None and self._transport is not None:
+            self._peer = self._transport.get_extra_info("peername")
+            self._transport = None
+        return self._peer
 
     @property
     def method(self) -> str:

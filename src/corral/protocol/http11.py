@@ -67,6 +67,14 @@ def _lower(name: str) -> str:
     return key
 
 
+def _shared_version(version: str) -> str:
+    """The usual HTTP versions as one shared string each (a request may be kept for the life
+    of its connection)."""
+    return _VERSIONS.get(version, version)
+
+
+_VERSIONS = {v: v for v in ("1.1", "1.0")}
+
 # The usual methods as one shared string each.
 _METHODS = {m: m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 
@@ -94,6 +102,11 @@ class Headers:
     def add_shared(self, name: str, value: str) -> None:
         """``add`` with the lowercased name shared between messages (see ``_lower``)."""
         self._fields += (_lower(name), name, value)
+
+    def compact(self) -> None:
+        """Drop the spare room the list grew while fields were added (a request's headers
+        may be kept for the life of its connection)."""
+        self._fields = self._fields[:]
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
@@ -481,13 +494,14 @@ class RequestParser(_BoundedParser):
         if path == raw_path:
             path = raw_path
         method = self._parser.get_method().decode("ascii")
+        self._headers.compact()
         return HTTPRequest(
             method=_METHODS.get(method, method),
             target=target,
             path=path,
             raw_path=raw_path,
             query_string=query,
-            http_version=self._parser.get_http_version(),
+            http_version=_shared_version(self._parser.get_http_version()),
             headers=self._headers,
             body=bytes(self._body),
             keep_alive=self._parser.should_keep_alive(),
@@ -606,7 +620,7 @@ class ResponseParser(_BoundedParser):
         return HTTPResponse(
             status=self._parser.get_status_code(),
             reason=self._reason.decode("latin-1").strip(" \t"),
-            http_version=self._parser.get_http_version(),
+            http_version=_shared_version(self._parser.get_http_version()),
             headers=self._headers,
             body=bytes(self._body),
         )

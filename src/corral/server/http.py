@@ -237,7 +237,7 @@ class HttpProtocol(asyncio.Protocol):
         if route.http is None:  # pragma: no cover - a route always has one of the two
             self._respond(request, Response(404, "not found\n"))
             return None
-        req = Request(request, self._peer(), None, params)
+        req = Request(request, None, None, params, transport=self.transport)
         result = route.http(req)
         if inspect.isawaitable(result):
             return self._respond_later(request, result)
@@ -246,9 +246,6 @@ class HttpProtocol(asyncio.Protocol):
 
     async def _respond_later(self, request: HTTPRequest, result: Any) -> None:
         self._respond(request, await result)
-
-    def _peer(self) -> Any:
-        return self.transport.get_extra_info("peername") if self.transport else None
 
     # -- the WebSocket upgrade ---------------------------------------------------------------------
 
@@ -265,7 +262,7 @@ class HttpProtocol(asyncio.Protocol):
             self._refuse(403, "origin not allowed")
             return None
         handler = route.websocket()
-        req = Request(request, self._peer(), info, params)
+        req = Request(request, None, info, params, transport=self.transport)
         decision = handler.upgrade(req)
         if inspect.isawaitable(decision):
             return self._upgrade_later(decision, handler, req, route_options)
