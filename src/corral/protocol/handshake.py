@@ -468,6 +468,10 @@ def _encode(start_line: str, headers: Sequence[tuple[str, str]], body: bytes = b
     return "\r\n".join(lines).encode("latin-1") + body
 
 
+_PLAIN_101 = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+              b"Connection: Upgrade\r\nSec-WebSocket-Accept: ")
+
+
 def build_accept(
     info: UpgradeInfo,
     *,
@@ -476,6 +480,9 @@ def build_accept(
     headers: Sequence[tuple[str, str]] = (),
 ) -> bytes:
     """The server's 101 answer (section 4.2.2, step 5), ``headers`` appended last."""
+    if subprotocol is None and not extensions and not headers:
+        # The usual answer: one template, only the accept key (base64, so ASCII) varies.
+        return b"%s%s\r\n\r\n" % (_PLAIN_101, accept_key(info.key).encode("ascii"))
     fields = [
         ("Upgrade", "websocket"),
         ("Connection", "Upgrade"),

@@ -112,6 +112,8 @@ class Headers:
         """The first value of ``name``, or ``default``."""
         key = name.lower()
         fields = self._fields
+        if key not in fields:
+            return default  # the usual answer for an absent field, found in C
         for index in range(0, len(fields), 3):
             if fields[index] == key:
                 return fields[index + 2]
@@ -121,6 +123,8 @@ class Headers:
         """Every value of ``name``, in order (several fields may carry one list)."""
         key = name.lower()
         fields = self._fields
+        if key not in fields:
+            return []  # absent (a value equal to the key only costs the scan below)
         return [fields[i + 2] for i in range(0, len(fields), 3) if fields[i] == key]
 
     def items(self) -> list[tuple[str, str]]:
