@@ -22,6 +22,8 @@ from typing import Any
 
 #: Where scripts/fuzz.sh --sanitize puts the ASan/UBSan build of corral._speedups.
 SPEEDUPS_ENV = "CORRAL_FUZZ_SPEEDUPS"
+#: ... and of corral._hotpath.
+HOTPATH_ENV = "CORRAL_FUZZ_HOTPATH"
 #: The modules whose Python code reports coverage (the rest of corral is not fuzzed here).
 INSTRUMENTED = ["corral._pure", "corral.accel", "corral.exceptions", "corral.protocol"]
 
@@ -37,23 +39,27 @@ def check(condition: bool, what: str, *details: object) -> None:
 
 
 def use_sanitized_speedups() -> str | None:
-    """Load the sanitizer build named by ``CORRAL_FUZZ_SPEEDUPS`` as ``corral._speedups``.
+    """Load the sanitizer builds named by ``CORRAL_FUZZ_SPEEDUPS`` and
+    ``CORRAL_FUZZ_HOTPATH`` as ``corral._speedups`` and ``corral._hotpath``.
 
-    Put in ``sys.modules`` before corral is imported, it is what ``corral.accel`` imports
-    (the editable install's own .so is never touched). Returns its path, or None.
+    Put in ``sys.modules`` before corral is imported, they are what ``corral.accel`` imports
+    (the editable install's own modules are never touched). Returns the first path, or None.
     """
-    path = os.environ.get(SPEEDUPS_ENV)
-    if not path:
-        return None
-    loader = importlib.machinery.ExtensionFileLoader("corral._speedups", path)
-    spec = importlib.util.spec_from_file_location("corral._speedups", path, loader=loader)
-    if spec is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    sys.modules["corral._speedups"] = module
-    print(f"fuzz: corral._speedups from {path}", file=sys.stderr)
-    return path
+    first = None
+    for env, name in ((SPEEDUPS_ENV, "corral._speedups"), (HOTPATH_ENV, "corral._hotpath")):
+        path = os.environ.get(env)
+        if not path:
+            continue
+        loader = importlib.machinery.ExtensionFileLoader(name, path)
+        spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+        if spec is None:
+            raise ImportError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(spec)
+        loader.exec_module(module)
+        sys.modules[name] = module
+        print(f"fuzz: {name} from {path}", file=sys.stderr)
+        first = first or path
+    return first
 
 
 class Input:

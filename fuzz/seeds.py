@@ -195,6 +195,18 @@ def connection_seeds() -> Iterator[bytes]:
                     yield bytes((0x10 | 0x20 | side | ext << 2, limit, 0, 7)) + plan + body
 
 
+def session_seeds() -> Iterator[bytes]:
+    """Client streams (masked) cut by each plan; messages led by the scripted handler's
+    answer letters (tests/server/test_hot_path.py: s t m b u c x p a)."""
+    for i, (_, stream) in enumerate(streams(True)):
+        yield list(plans())[i % 3] + stream
+    answers = [frame(TEXT if i % 2 else BINARY, letter.encode() + b"payload %d" % i)
+               for i, letter in enumerate("stmbucxpan")]
+    for plan in plans():
+        for i in range(len(answers)):
+            yield plan + b"".join(answers[i:] + answers[:i])
+
+
 def _request(*lines: str, body: bytes = b"") -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
@@ -302,6 +314,7 @@ def extensions_seeds() -> Iterator[bytes]:
 TARGETS = {
     "frames": frames_seeds,
     "connection": connection_seeds,
+    "session": session_seeds,
     "http": http_seeds,
     "extensions": extensions_seeds,
 }

@@ -3,10 +3,11 @@
 #
 #   scripts/fuzz.sh                      every target, 1,000,000 inputs each (a few minutes each)
 #   scripts/fuzz.sh --runs N [TARGET..]  N inputs per target; TARGET among: frames connection
-#                                        http extensions
+#                                        session http extensions
 #   scripts/fuzz.sh --smoke SECONDS      every target for SECONDS each (CI: --smoke 10)
-#   scripts/fuzz.sh --sanitize ...       the targets that reach C code (frames, connection)
-#                                        against corral._speedups built with gcc's ASan+UBSan,
+#   scripts/fuzz.sh --sanitize ...       the targets that reach C code (frames, connection,
+#                                        session) against corral._speedups and
+#                                        corral._hotpath built with gcc's ASan+UBSan,
 #                                        250,000 inputs each unless --runs (ASan makes the
 #                                        interpreter about 5 times slower)
 #   scripts/fuzz.sh ... -- FLAGS         extra libFuzzer flags (-seed=1, -only_ascii=1, ...)
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
         --smoke) smoke="$2"; shift 2 ;;
         --sanitize) sanitize=1; shift ;;
         --) shift; extra=("$@"); break ;;
-        frames|connection|http|extensions) targets+=("$1"); shift ;;
+        frames|connection|session|http|extensions) targets+=("$1"); shift ;;
         -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "fuzz.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -41,9 +42,9 @@ if [ -z "$runs" ]; then
 fi
 if [ ${#targets[@]} -eq 0 ]; then
     if [ "$sanitize" = 1 ]; then
-        targets=(frames connection)
+        targets=(frames connection session)
     else
-        targets=(frames connection http extensions)
+        targets=(frames connection session http extensions)
     fi
 fi
 
@@ -70,19 +71,22 @@ if [ "$sanitize" = 1 ]; then
     mkdir -p "$build"
     ext=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
     include=$("$PY" -c 'import sysconfig; print(sysconfig.get_path("include"))')
-    module="$build/_speedups$ext"
-    if [ ! -e "$module" ] || [ src/corral/_speedups.c -nt "$module" ] \
-            || [ src/corral/_mask.h -nt "$module" ]; then
-        gcc -shared -fPIC -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
-            -fno-sanitize-recover=all -Wall -I"$include" src/corral/_speedups.c -o "$module"
-    fi
+    for name in _speedups _hotpath; do
+        module="$build/$name$ext"
+        if [ ! -e "$module" ] || [ src/corral/$name.c -nt "$module" ] \
+                || [ src/corral/_mask.h -nt "$module" ]; then
+            gcc -shared -fPIC -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+                -fno-sanitize-recover=all -Wall -I"$include" src/corral/$name.c -o "$module"
+        fi
+    done
     if [ ! -e "$build/coverage_forward.so" ] \
             || [ fuzz/coverage_forward.c -nt "$build/coverage_forward.so" ]; then
         gcc -shared -fPIC -O2 -Wall -Wextra fuzz/coverage_forward.c \
             -o "$build/coverage_forward.so" -ldl
     fi
     env_args=(
-        "CORRAL_FUZZ_SPEEDUPS=$PWD/$module"
+        "CORRAL_FUZZ_SPEEDUPS=$PWD/$build/_speedups$ext"
+        "CORRAL_FUZZ_HOTPATH=$PWD/$build/_hotpath$ext"
         "LD_PRELOAD=$PWD/$build/coverage_forward.so:$(gcc -print-file-name=libasan.so)"
         "ASAN_OPTIONS=detect_leaks=0:verify_asan_link_order=0:halt_on_error=1:abort_on_error=1"
         "UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1"
@@ -90,7 +94,8 @@ if [ "$sanitize" = 1 ]; then
     )
 fi
 
-declare -A max_len=([frames]=8192 [connection]=8192 [http]=4096 [extensions]=4096)
+declare -A max_len=([frames]=8192 [connection]=8192 [session]=8192 [http]=4096
+                    [extensions]=4096)
 failed=0
 total_start=$SECONDS
 printf '%-16s %10s %8s %8s %8s %8s  %s\n' target inputs cov ft corpus seconds result
@@ -123,7 +128,8 @@ for target in "${targets[@]}"; do
     found=$(find "$artifacts" -type f -newer "$stamp" | head -3 | tr '\n' ' ')
     rm -f "$stamp"
     result="ok"
-    if [ "$sanitize" = 1 ] && ! grep -q "corral._speedups from" "$log"; then
+    if [ "$sanitize" = 1 ] && { ! grep -q "corral._speedups from" "$log" \
+            || { [ "$target" = session ] && ! grep -q "corral._hotpath from" "$log"; }; }; then
         result="FAILED: the sanitizer build was not loaded"
     fi
     if [ "$status" -ne 0 ] || [ -n "$found" ]; then
