@@ -8,8 +8,9 @@ message by its first character (echo with ``ws.send``, return commands, close, r
 pause, go async: ``tests/server/test_hot_path.py``'s ``Scripted``, whose driver this target
 reuses). What they write, what their handlers see and how they end must be the same.
 
-In pure mode both sides are the Python session, so the target needs the compiled modules;
-``scripts/fuzz.sh --sanitize`` runs it against ASan+UBSan builds of both.
+Without the compiled modules (pure mode) both sides are the same Python session: the
+target then only checks that nothing escapes it. ``scripts/fuzz.sh --sanitize`` runs it
+against ASan+UBSan builds of both C modules.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _driver() -> Any:
 
 
 if not corral.accel.COMPILED:
-    sys.exit("fuzz_session needs the compiled modules (not CORRAL_PURE=1)")
+    print("fuzz_session: pure mode, no compiled hot path to compare", file=sys.stderr)
 _run = _driver().run
 logging.disable(logging.CRITICAL)  # the scripted handler's crashes are expected, not news
 _loop = asyncio.new_event_loop()
