@@ -15,7 +15,7 @@ import asyncio
 import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .accel import configure_hot_path
@@ -608,12 +608,6 @@ class Session:
             topics = self._pubsub
             for topic in own:
                 topics.discard(topic, self)
-
-    def broadcast_frame(self, opcode: int, payload: bytes,
-                        shared: dict[Hashable, bytes]) -> bytes | None:
-        """This connection's frame for a message published to many (see
-        ``Connection.broadcast_frame``)."""
-        return self.conn.broadcast_frame(opcode, payload, shared)
 
     # -- options ---------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from .broker import Broker, MemoryBroker
 
 if TYPE_CHECKING:
     from ..options import Options
+    from ..protocol.connection import Connection
 
 __all__ = ["Message", "PublishFailed", "Subscriber", "Topics"]
 
@@ -56,11 +57,9 @@ class Subscriber(Protocol):
     @property
     def options(self) -> Options: ...
 
-    def broadcast_frame(
-        self, opcode: int, payload: bytes, shared: dict[Hashable, bytes]
-    ) -> bytes | None:
-        """The frame to send, shared with other subscribers through ``shared``, or None to
-        encode the message itself."""
+    @property
+    def conn(self) -> Connection:
+        """Asked for the frame of each publish (``Connection.broadcast_frame``)."""
 
     def send_frame(self, frame: bytes | None, message: str | bytes, flush: bool) -> bool:
         """Queue the frame (or encode ``message``); False if not sent."""
@@ -178,7 +177,7 @@ class Topics:
         # connection, which unsubscribes it.
         shared: dict[Hashable, bytes] = {}
         for sub in tuple(subscribers):
-            sent = sub.send_frame(sub.broadcast_frame(opcode, payload, shared), whole, False)
+            sent = sub.send_frame(sub.conn.broadcast_frame(opcode, payload, shared), whole, False)
             if sent:
                 count += 1
                 queued = unflushed.get(sub, 0) + size
