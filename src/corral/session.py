@@ -169,19 +169,18 @@ class Session:
         return conn.payload_buffer() if conn.payload_pending else None
 
     def data_received(self, data: bytes | bytearray | memoryview) -> None:
-        self.deadlines.last_recv = self._loop.time()  # type: ignore[union-attr]
-        self._corked = True
-        try:
-            self._handle_received(self.conn.receive_data(data))
-        finally:
-            self._corked = False
-        self._flush()
+        self._read(self.conn.receive_data, data)
 
     def payload_received(self, nbytes: int) -> None:
+        self._read(self.conn.payload_received, nbytes)
+
+    def _read(self, parse: Callable[[Any], list[ev.Event]], received: Any) -> None:
+        """One read: stamp it for the deadlines, then handle its events with every frame
+        they produce corked into one write."""
         self.deadlines.last_recv = self._loop.time()  # type: ignore[union-attr]
         self._corked = True
         try:
-            self._handle_received(self.conn.payload_received(nbytes))
+            self._handle_received(parse(received))
         finally:
             self._corked = False
         self._flush()
