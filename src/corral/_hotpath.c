@@ -297,25 +297,36 @@ PyDoc_STRVAR(bind_doc,
 "bind(session, /)\n\n"
 "Take reads of whole plain messages to this session's handler in C from now on.");
 
-static PyObject *
-StreamCore_bind(StreamCore *self, PyObject *session)
+/* The slot maps, (re)resolved for this session's classes: the offsets are cached for one
+ * class each, so a connection of another class (a subclass with slots of its own) resolves
+ * them again before its slots are read. Every entry to the fast path goes through here. */
+static int
+maps_for(PyObject *session, int check_set)
 {
     PyObject *conn, *reader;
 
+    if (resolve(&session_map, Py_TYPE(session), session_slots, S_COUNT) < 0
+        || (check_set && slots_set(session, &session_map, S_COUNT) < 0))
+        return -1;
+    conn = SLOT(session, session_map, S_CONN);
+    if (resolve(&conn_map, Py_TYPE(conn), conn_slots, C_COUNT) < 0
+        || (check_set && slots_set(conn, &conn_map, C_COUNT) < 0))
+        return -1;
+    reader = SLOT(conn, conn_map, C_READER);
+    if (resolve(&reader_map, Py_TYPE(reader), reader_slots, R_COUNT) < 0
+        || (check_set && slots_set(reader, &reader_map, R_COUNT) < 0))
+        return -1;
+    return 0;
+}
+
+static PyObject *
+StreamCore_bind(StreamCore *self, PyObject *session)
+{
     if (state_open == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "corral._hotpath.configure() was not called");
         return NULL;
     }
-    if (resolve(&session_map, Py_TYPE(session), session_slots, S_COUNT) < 0
-        || slots_set(session, &session_map, S_COUNT) < 0)
-        return NULL;
-    conn = SLOT(session, session_map, S_CONN);
-    if (resolve(&conn_map, Py_TYPE(conn), conn_slots, C_COUNT) < 0
-        || slots_set(conn, &conn_map, C_COUNT) < 0)
-        return NULL;
-    reader = SLOT(conn, conn_map, C_READER);
-    if (resolve(&reader_map, Py_TYPE(reader), reader_slots, R_COUNT) < 0
-        || slots_set(reader, &reader_map, R_COUNT) < 0)
+    if (maps_for(session, 1) < 0)
         return NULL;
     Py_XSETREF(self->session, Py_NewRef(session));
     Py_RETURN_NONE;
@@ -334,7 +345,10 @@ StreamCore_get_buffer(StreamCore *self, PyObject *Py_UNUSED(sizehint))
     PyObject *target;
 
     if (self->session != NULL) {
-        PyObject *conn = SLOT(self->session, session_map, S_CONN);
+        PyObject *conn;
+        if (maps_for(self->session, 0) < 0)
+            return NULL;
+        conn = SLOT(self->session, session_map, S_CONN);
         /* Connection.payload_pending is False: payload_buffer() would say None. */
         if (SLOT(conn, conn_map, C_PAYLOAD_PENDING) == Py_False)
             return shared_buffer(self);
@@ -481,15 +495,17 @@ static int
 fast_read(StreamCore *self, Py_ssize_t nbytes)
 {
     PyObject *session = self->session;
-    PyObject *conn = SLOT(session, session_map, S_CONN);
-    PyObject *reader = SLOT(conn, conn_map, C_READER);
-    PyObject *deadlines, *on_message, *ws, *now;
+    PyObject *conn, *reader, *deadlines, *on_message, *ws, *now;
     Py_buffer view;
     Batch batch;
     size_t used = 0;
     Py_ssize_t i;
     int taken;
 
+    if (maps_for(session, 0) < 0)
+        return -1;
+    conn = SLOT(session, session_map, S_CONN);
+    reader = SLOT(conn, conn_map, C_READER);
     /* What Session._handle_received and Connection.receive_data would decide at once. */
     if (SLOT(session, session_map, S_BUSY) != Py_False
         || SLOT(session, session_map, S_PAUSED) != Py_False
