@@ -11,14 +11,14 @@ setup(
         Extension(
             "corral._speedups",
             ["src/corral/_speedups.c"],
-            depends=["src/corral/_mask.h"],
+            depends=["src/corral/_frame.h"],
             optional=True,
             extra_compile_args=["-O2"],
         ),
         Extension(
             "corral._hotpath",
             ["src/corral/_hotpath.c"],
-            depends=["src/corral/_mask.h"],
+            depends=["src/corral/_frame.h"],
             optional=True,
             extra_compile_args=["-O2"],
         ),

@@ -13,7 +13,7 @@ for name in _speedups _hotpath; do
     modules=(src/corral/"$name".*.so)
     module=${modules[0]}
     if [ ! -e "$module" ] || [ src/corral/"$name".c -nt "$module" ] \
-            || [ src/corral/_mask.h -nt "$module" ]; then
+            || [ src/corral/_frame.h -nt "$module" ]; then
         stale=1
     fi
 done

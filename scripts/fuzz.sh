@@ -74,7 +74,7 @@ if [ "$sanitize" = 1 ]; then
     for name in _speedups _hotpath; do
         module="$build/$name$ext"
         if [ ! -e "$module" ] || [ src/corral/$name.c -nt "$module" ] \
-                || [ src/corral/_mask.h -nt "$module" ]; then
+                || [ src/corral/_frame.h -nt "$module" ]; then
             gcc -shared -fPIC -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
                 -fno-sanitize-recover=all -Wall -I"$include" src/corral/$name.c -o "$module"
         fi

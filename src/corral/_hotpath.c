@@ -27,7 +27,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "_mask.h"
+#include "_frame.h"
 
 /* ---- slots of the Python objects the hot path reads ------------------------------------ */
 
@@ -411,24 +411,35 @@ batch_free(Batch *b)
 static PyObject *
 message_of(const unsigned char *src, size_t length, const unsigned char *key, int text)
 {
-    PyObject *bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)length);
-    PyObject *str;
+    unsigned char small[512], *plain;
+    PyObject *result;
 
-    if (bytes == NULL)
-        return NULL;
-    if (key != NULL)
-        mask_copy((unsigned char *)PyBytes_AS_STRING(bytes), src, length, key, 0);
-    else if (length)
-        memcpy(PyBytes_AS_STRING(bytes), src, length);
-    if (!text)
+    if (!text) {
+        PyObject *bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)length);
+        if (bytes == NULL)
+            return NULL;
+        if (key != NULL)
+            mask_copy((unsigned char *)PyBytes_AS_STRING(bytes), src, length, key, 0);
+        else if (length)
+            memcpy(PyBytes_AS_STRING(bytes), src, length);
         return bytes;
-    str = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(bytes), (Py_ssize_t)length, "strict");
-    Py_DECREF(bytes);
-    if (str == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+    }
+    /* Text is decoded from the unmasked bytes; only the str is kept (no bytes object). */
+    plain = (unsigned char *)src;
+    if (key != NULL) {
+        plain = length <= sizeof(small) ? small : PyMem_Malloc(length);
+        if (plain == NULL)
+            return PyErr_NoMemory();
+        mask_copy(plain, src, length, key, 0);
+    }
+    result = PyUnicode_DecodeUTF8((const char *)plain, (Py_ssize_t)length, "strict");
+    if (plain != src && plain != small)
+        PyMem_Free(plain);
+    if (result == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
         PyErr_Clear();
         return Py_NewRef(Py_None);
     }
-    return str;
+    return result;
 }
 
 /* Scan a read: the messages of its whole plain frames, and the size of what follows them,
@@ -744,20 +755,14 @@ queue_small(PyObject *conn, PyObject *message)
     } else {
         return 0;
     }
-    if (length >= split_payload || length > 0xFFFF)
+    if (length >= split_payload)
         return 0; /* large payloads are written apart from their header: the core's _queue */
-    frame = PyBytes_FromStringAndSize(NULL, length + (length < 126 ? 2 : 4));
+    frame = PyBytes_FromStringAndSize(
+        NULL, (Py_ssize_t)frame_header_size((size_t)length, 0) + length);
     if (frame == NULL)
         return -1;
-    p = (unsigned char *)PyBytes_AS_STRING(frame);
-    *p++ = (unsigned char)(0x80 | opcode);
-    if (length < 126) {
-        *p++ = (unsigned char)length;
-    } else {
-        *p++ = 126;
-        *p++ = (unsigned char)(length >> 8);
-        *p++ = (unsigned char)length;
-    }
+    p = write_frame_header((unsigned char *)PyBytes_AS_STRING(frame), 0x80 | opcode,
+                           (size_t)length, 0);
     memcpy(p, data, (size_t)length);
     queued = PyList_Append(SLOT(conn, conn_map, C_OUT), frame);
     Py_DECREF(frame);

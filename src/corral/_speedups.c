@@ -12,9 +12,9 @@
 #include <stdint.h>
 #include <string.h>
 
-/* ---- masking (5.3): mask_copy, shared with _hotpath.c ---------------------------------- */
+/* ---- masking (5.3) and headers (5.2): mask_copy and the header writer, shared with _hotpath.c */
 
-#include "_mask.h"
+#include "_frame.h"
 
 /* Get a 4-byte mask out of a buffer-supporting object; ValueError if it is not 4 bytes.
  * On success the caller must PyBuffer_Release(view). */
@@ -283,7 +283,7 @@ build_frame(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
     }
 
     n = (size_t)payload.len;
-    header = 2u + (n < 126 ? 0u : n < 65536 ? 2u : 8u) + (mask.buf != NULL ? 4u : 0u);
+    header = frame_header_size(n, mask.buf != NULL);
     if (n > (size_t)PY_SSIZE_T_MAX - header) {
         PyErr_NoMemory();
         goto done;
@@ -293,22 +293,8 @@ build_frame(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
         goto done;
     out = (unsigned char *)PyBytes_AS_STRING(result);
 
-    *out++ = (unsigned char)((fin ? 0x80 : 0) | rsv | opcode);
-    {
-        unsigned char mbit = mask.buf != NULL ? 0x80 : 0;
-        if (n < 126) {
-            *out++ = (unsigned char)(mbit | n);
-        } else if (n < 65536) {
-            *out++ = mbit | 126;
-            *out++ = (unsigned char)(n >> 8);
-            *out++ = (unsigned char)n;
-        } else {
-            uint64_t len = (uint64_t)n;
-            *out++ = mbit | 127;
-            for (int shift = 56; shift >= 0; shift -= 8)
-                *out++ = (unsigned char)(len >> shift);
-        }
-    }
+    out = write_frame_header(out, (unsigned)((fin ? 0x80 : 0) | rsv | opcode), n,
+                             mask.buf != NULL);
     if (mask.buf != NULL) {
         memcpy(out, mask.buf, 4);
         mask_copy(out + 4, payload.buf, n, mask.buf, 0);

@@ -103,11 +103,6 @@ class Headers:
         """``add`` with the lowercased name shared between messages (see ``_lower``)."""
         self._fields += (_lower(name), name, value)
 
-    def compact(self) -> None:
-        """Drop the spare room the list grew while fields were added (a request's headers
-        may be kept for the life of its connection)."""
-        self._fields = self._fields[:]
-
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
         key = name.lower()
@@ -498,7 +493,6 @@ class RequestParser(_BoundedParser):
         if path == raw_path:
             path = raw_path
         method = self._parser.get_method().decode("ascii")
-        self._headers.compact()
         return HTTPRequest(
             method=_METHODS.get(method, method),
             target=target,

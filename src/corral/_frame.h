@@ -1,7 +1,8 @@
-/* mask_copy: RFC 6455 5.3 masking, shared by corral's C extensions (_speedups.c, _hotpath.c).
- * Included, not linked: each extension gets its own static copy. */
-#ifndef CORRAL_MASK_H
-#define CORRAL_MASK_H
+/* Frame helpers shared by corral's C extensions (_speedups.c, _hotpath.c): masking (RFC 6455
+ * 5.3) and the frame header (5.2). Included, not linked: each extension gets its own static
+ * copy. */
+#ifndef CORRAL_FRAME_H
+#define CORRAL_FRAME_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -51,4 +52,36 @@ mask_copy(unsigned char *dst, const unsigned char *src, size_t n, const unsigned
         dst[i] = src[i] ^ k8[i & 7];
 }
 
-#endif /* CORRAL_MASK_H */
+/* Size of the header of a frame with an n-byte payload (with the 4-byte masking key when
+ * masked). */
+static inline size_t
+frame_header_size(size_t n, int masked)
+{
+    return 2u + (n < 126 ? 0u : n < 65536 ? 2u : 8u) + (masked ? 4u : 0u);
+}
+
+/* Write the header of a frame: first byte b0 (FIN, RSV, opcode), the mask bit and the
+ * minimal length encoding of n; the masking key, if any, is the caller's to append. Returns
+ * where the header ends. */
+static inline unsigned char *
+write_frame_header(unsigned char *out, unsigned b0, size_t n, int masked)
+{
+    unsigned char mbit = masked ? 0x80 : 0;
+
+    *out++ = (unsigned char)b0;
+    if (n < 126) {
+        *out++ = (unsigned char)(mbit | n);
+    } else if (n < 65536) {
+        *out++ = mbit | 126;
+        *out++ = (unsigned char)(n >> 8);
+        *out++ = (unsigned char)n;
+    } else {
+        uint64_t len = (uint64_t)n;
+        *out++ = mbit | 127;
+        for (int shift = 56; shift >= 0; shift -= 8)
+            *out++ = (unsigned char)(len >> shift);
+    }
+    return out;
+}
+
+#endif /* CORRAL_FRAME_H */
