@@ -4,7 +4,7 @@
  * get_buffer and buffer_updated take a read of whole, plain messages (single-frame text or
  * binary, no extension, nothing in progress) from the socket to the handler's on_message and
  * on to the corked write in C. HandleCore is the base of corral.websocket.WebSocket: its send
- * queues a small message without a Python frame. Everything else (control frames,
+ * queues a message without a Python frame. Everything else (control frames,
  * fragments, compression, errors, partial frames, a busy or paused handler, closing) goes to
  * the Python session and core, unchanged.
  *
@@ -731,16 +731,17 @@ HandleCore_dealloc(HandleCore *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* The frame of a small message from the server (unmasked, 5.2), queued as
- * Connection.send_message would: 1 queued, 0 the session's, -1 error. */
+/* The frame of a message from the server (unmasked, 5.2), queued as Connection.send_message
+ * would: a small one built whole, a large one (split_payload bytes or more) as its header and
+ * its payload apart, to be written together (writelines). 1 queued, 0 the session's, -1 error. */
 static int
-queue_small(PyObject *conn, PyObject *message)
+queue_message(PyObject *conn, PyObject *message)
 {
     const char *data;
     Py_ssize_t length;
     unsigned opcode;
-    PyObject *frame;
-    unsigned char *p;
+    PyObject *out = SLOT(conn, conn_map, C_OUT), *frame, *payload;
+    unsigned char header[14], *p;
     int queued;
 
     if (PyUnicode_CheckExact(message)) {
@@ -755,18 +756,31 @@ queue_small(PyObject *conn, PyObject *message)
     } else {
         return 0;
     }
-    if (length >= split_payload)
-        return 0; /* large payloads are written apart from their header: the core's _queue */
-    frame = PyBytes_FromStringAndSize(
-        NULL, (Py_ssize_t)frame_header_size((size_t)length, 0) + length);
+    if (length < split_payload) {
+        frame = PyBytes_FromStringAndSize(
+            NULL, (Py_ssize_t)frame_header_size((size_t)length, 0) + length);
+        if (frame == NULL)
+            return -1;
+        p = write_frame_header((unsigned char *)PyBytes_AS_STRING(frame), 0x80 | opcode,
+                               (size_t)length, 0);
+        memcpy(p, data, (size_t)length);
+        queued = PyList_Append(out, frame);
+        Py_DECREF(frame);
+        return queued < 0 ? -1 : 1;
+    }
+    /* Connection._queue: the header, then the payload itself (a str's UTF-8 as bytes). */
+    p = write_frame_header(header, 0x80 | opcode, (size_t)length, 0);
+    frame = PyBytes_FromStringAndSize((const char *)header, p - header);
     if (frame == NULL)
         return -1;
-    p = write_frame_header((unsigned char *)PyBytes_AS_STRING(frame), 0x80 | opcode,
-                           (size_t)length, 0);
-    memcpy(p, data, (size_t)length);
-    queued = PyList_Append(SLOT(conn, conn_map, C_OUT), frame);
+    payload = opcode == 2 ? Py_NewRef(message) : PyBytes_FromStringAndSize(data, length);
+    queued = payload == NULL || PyList_Append(out, frame) < 0 ? -1 : PyList_Append(out, payload);
     Py_DECREF(frame);
-    return queued < 0 ? -1 : 1;
+    Py_XDECREF(payload);
+    if (queued < 0)
+        return -1;
+    slot_set(conn, conn_map.offset[C_OUT_SPLIT], Py_True);
+    return 1;
 }
 
 static PyObject *
@@ -795,7 +809,7 @@ HandleCore_send(HandleCore *self, PyObject *const *args, size_t nargsf, PyObject
             && is_minus_one(SLOT(conn, conn_map, C_OUT_OPCODE))
             && SLOT(conn, conn_map, C_SIDE) == side_server
             && PyList_CheckExact(SLOT(conn, conn_map, C_OUT))) {
-            int queued = queue_small(conn, args[0]);
+            int queued = queue_message(conn, args[0]);
             if (queued < 0)
                 return NULL;
             if (queued) {

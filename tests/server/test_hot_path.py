@@ -101,6 +101,8 @@ class Scripted(Handler):
             return [Text("one"), corral.Binary(b"two")]
         elif key == "b":
             ws.send(b"B" * 9000)  # over SPLIT_PAYLOAD: header and payload apart
+        elif key == "l":
+            ws.send("\u00e9" * 4500)  # text over SPLIT_PAYLOAD once encoded
         elif key == "u":
             ws.send("\u00e9t\u00e9 " * 10)
         elif key == "c":
@@ -144,7 +146,7 @@ def masked(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0,
     return head + key + apply_mask(payload, key)
 
 
-_answers = st.sampled_from(["s", "t", "m", "b", "u", "c", "x", "p", "a", "n"])
+_answers = st.sampled_from(["s", "t", "m", "b", "l", "u", "c", "x", "p", "a", "n"])
 _text = st.text(max_size=40)
 
 
