@@ -115,7 +115,7 @@ def _normalized(events: list[Event], lenient: bool) -> list[object]:
 
 def _sent(data: bytes, side: Side, lenient: bool) -> list[object]:
     """The frames queued to send; a close code as ``_normalized`` reduces it."""
-    frames, pos, code, _ = _pure.parse_frames(data, 0, side is Side.CLIENT, -1)
+    frames, pos, code, _, _ = _pure.parse_frames(data, 0, side is Side.CLIENT, -1)
     check(pos == len(data) and code == 0, "the connection queued a bad frame", data)
     out: list[object] = []
     for opcode, fin, rsv, payload in frames:

@@ -3,18 +3,19 @@
 Checks, for every input (a byte stream and a little configuration):
 
 - ``parse_frames`` of ``corral._speedups`` and of ``corral._pure`` return the same frames,
-  position, close code and reason (or raise the same error), for both ``require_mask``
-  settings, with no limit and with a fuzzer-chosen frame size limit, from the start of the
-  buffer and from inside it, on bytes, bytearray and memoryview buffers;
+  position, close code, reason and reported header (or raise the same error), for both
+  ``require_mask`` settings, with no limit and with a fuzzer-chosen frame size limit, from
+  the start of the buffer and from inside it, on bytes, bytearray and memoryview buffers;
 - :class:`FrameReader`, fed the same stream in fuzzer-chosen reads (some payload bytes
   unmasked in place, as ``Connection.payload_received`` does), yields exactly the frames
   ``parse_frames`` finds and fails with the same close code where it stops;
-- ``build_frame``, ``apply_mask`` and ``apply_mask_in_place`` agree between the two modules,
-  and parsing a built frame gives the frame back.
+- ``build_frame``, ``frame_header``, ``apply_mask`` and ``apply_mask_in_place`` agree
+  between the two modules, ``frame_header`` writes ``build_frame``'s header, and parsing a
+  built frame gives the frame back.
 
 Why: the compiled parser is what a server runs on every read, and the pure one is the
-specification it must match; the streaming reader and the one-shot parser are two more
-codings of the same rules, and the connection switches between them mid-stream.
+specification it must match; the streaming reader parses headers through it and streams
+the payloads itself, so any read boundary must give the same frames as one call.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def _streaming(stream: bytes, sizes: list[int], require_mask: bool, limit: int,
                in_place: bool) -> None:
     """FrameReader in fuzzer-chosen reads against one parse_frames call."""
     reader_limit = None if limit < 0 else limit
-    want, pos, code, reason = _pure.parse_frames(stream, 0, require_mask, max(limit, -1))
+    want, pos, code, reason, _ = _pure.parse_frames(stream, 0, require_mask, max(limit, -1))
     got, reader = _read(stream, sizes, require_mask, reader_limit, in_place)
     error = reader.error
     if error is None:
@@ -156,11 +157,17 @@ def _builders(inp: Input, stream: bytes) -> None:
     pure = outcome(_pure.build_frame, opcode, payload, fin, rsv, mask)
     fast = outcome(_speedups.build_frame, opcode, payload, fin, rsv, mask)
     check(pure == fast, "build_frame differs", pure, fast)
+    head = outcome(_pure.frame_header, opcode, len(payload), fin, rsv)
+    check(head == outcome(_speedups.frame_header, opcode, len(payload), fin, rsv),
+          "frame_header differs", head)
+    if head[0] == "ok":
+        whole = _pure.build_frame(opcode, payload, fin, rsv)
+        check(head[1] + payload == whole, "frame_header is not build_frame's header", head)
     if pure[0] == "ok":
         parsed = _pure.parse_frames(pure[1], 0, mask is not None, -1)
         valid = opcode in (0, 1, 2) or (opcode in (8, 9, 10) and fin and len(payload) <= 125)
         if valid:
-            check(parsed == ([(opcode, fin, rsv, payload)], len(pure[1]), 0, ""),
+            check(parsed == ([(opcode, fin, rsv, payload)], len(pure[1]), 0, "", None),
                   "parse(build(frame)) != frame", parsed)
         else:
             check(parsed[2] == 1002, "a frame that breaks 5.2/5.5 parsed", parsed)

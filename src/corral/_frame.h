@@ -1,6 +1,7 @@
 /* Frame helpers shared by corral's C extensions (_speedups.c, _hotpath.c): masking (RFC 6455
- * 5.3) and the frame header (5.2). Included, not linked: each extension gets its own static
- * copy. */
+ * 5.3), and reading and writing the frame header (5.2). Every header rule of 5.2 is checked
+ * in parse_frame_header and nowhere else in C (its pure twin: corral._pure.parse_frames).
+ * Included, not linked: each extension gets its own static copy. */
 #ifndef CORRAL_FRAME_H
 #define CORRAL_FRAME_H
 
@@ -82,6 +83,86 @@ write_frame_header(unsigned char *out, unsigned b0, size_t n, int masked)
             *out++ = (unsigned char)(len >> shift);
     }
     return out;
+}
+
+/* A frame header as parse_frame_header read it. */
+typedef struct {
+    unsigned b0;              /* the first byte: FIN, RSV bits, opcode */
+    unsigned opcode;
+    uint64_t length;          /* the payload length */
+    const unsigned char *key; /* the masking key, inside the parsed buffer, or NULL */
+    size_t size;              /* the header's size, masking key included */
+} FrameHeader;
+
+/* What parse_frame_header found: a whole header, too few bytes for one, or the first rule
+ * the header breaks (each one fails the connection: 1002, or 1009 for FH_TOO_BIG). */
+enum {
+    FH_OK = 0,
+    FH_INCOMPLETE,
+    FH_RESERVED_OPCODE,
+    FH_CONTROL_TOO_LONG,
+    FH_CONTROL_FRAGMENTED,
+    FH_LENGTH_HIGH_BIT,
+    FH_UNMASKED,
+    FH_MASKED,
+    FH_TOO_BIG,
+};
+
+/* Read the header of the frame at p (avail bytes there) into *h and check it: the rules of
+ * 5.2 and 5.5 that hold whatever the extensions, the masking the side requires (5.1:
+ * require_mask on a server) and max_frame (< 0: no limit). The header is read whole before
+ * any rule is checked, and the rules in this order, so that a stream cut anywhere fails
+ * the same way. */
+static inline int
+parse_frame_header(const unsigned char *p, size_t avail, int require_mask, long long max_frame,
+                   FrameHeader *h)
+{
+    unsigned b1, opcode;
+    uint64_t length;
+    size_t size;
+    const unsigned char *q = p + 2;
+
+    if (avail < 2)
+        return FH_INCOMPLETE;
+    b1 = p[1];
+    length = b1 & 0x7F;
+    size = 2u + ((b1 & 0x80) ? 4u : 0u) + (length == 126 ? 2u : length == 127 ? 8u : 0u);
+    if (avail < size)
+        return FH_INCOMPLETE;
+    h->b0 = p[0];
+    h->opcode = opcode = p[0] & 0x0F;
+    h->size = size;
+    /* 5.2: "If an unknown opcode is received, the receiving endpoint MUST _Fail_". */
+    if ((opcode >= 3 && opcode <= 7) || opcode >= 11)
+        return FH_RESERVED_OPCODE;
+    /* 5.5: "All control frames MUST have a payload length of 125 bytes or less and MUST NOT
+     * be fragmented." */
+    if (opcode >= 8) {
+        if (length > 125)
+            return FH_CONTROL_TOO_LONG;
+        if (!(p[0] & 0x80))
+            return FH_CONTROL_FRAGMENTED;
+    }
+    if (length == 126) {
+        length = ((uint64_t)q[0] << 8) | q[1];
+        q += 2;
+    } else if (length == 127) {
+        length = 0;
+        for (int j = 0; j < 8; j++)
+            length = (length << 8) | q[j];
+        q += 8;
+    }
+    h->length = length;
+    /* 5.2: "the most significant bit MUST be 0" in the 64-bit form. */
+    if (length >> 63)
+        return FH_LENGTH_HIGH_BIT;
+    /* 5.1: a server MUST close on an unmasked client frame; a client on a masked one. */
+    if (!(b1 & 0x80) != !require_mask)
+        return require_mask ? FH_UNMASKED : FH_MASKED;
+    h->key = (b1 & 0x80) ? q : NULL;
+    if (max_frame >= 0 && length > (uint64_t)max_frame)
+        return FH_TOO_BIG;
+    return FH_OK;
 }
 
 #endif /* CORRAL_FRAME_H */

@@ -455,36 +455,20 @@ scan(PyObject *conn, const unsigned char *buf, size_t end, Batch *batch, size_t 
     if (limit_of(SLOT(reader, reader_map, R_MAX_FRAME), &max_frame) < 0
         || limit_of(SLOT(conn, conn_map, C_MAX_MESSAGE), &max_message) < 0)
         return -1;
-    while (end - p >= 2) {
-        unsigned b0 = buf[p], b1 = buf[p + 1];
-        unsigned opcode = b0 & 0x0F, masked = b1 & 0x80;
-        uint64_t length = b1 & 0x7F;
-        size_t size = 2u + (masked ? 4u : 0u) + (length == 126 ? 2u : length == 127 ? 8u : 0u);
-        const unsigned char *h = buf + p + 2;
+    for (;;) {
+        FrameHeader h;
+        int rule = parse_frame_header(buf + p, end - p, require_mask, max_frame, &h);
         PyObject *message;
 
-        if (end - p < size)
+        if (rule == FH_INCOMPLETE)
             break; /* an incomplete header: the reader keeps it, no event can come of it */
-        /* Whole single-frame text or binary messages only: FIN, no RSV bit, the mask the
-         * side requires, within both limits, all of the payload here. */
-        if ((b0 & 0xF0) != 0x80 || (opcode != 1 && opcode != 2) || !masked != !require_mask)
+        /* Whole single-frame text or binary messages only, within both limits, all of the
+         * payload here: FIN, no RSV bit, no rule broken. Anything else is the session's. */
+        if (rule != FH_OK || (h.b0 & 0xF0) != 0x80 || (h.opcode != 1 && h.opcode != 2)
+            || (max_message >= 0 && h.length > (uint64_t)max_message)
+            || (uint64_t)(end - p - h.size) < h.length)
             return 0;
-        if (length == 126) {
-            length = ((uint64_t)h[0] << 8) | h[1];
-            h += 2;
-        } else if (length == 127) {
-            length = 0;
-            for (int j = 0; j < 8; j++)
-                length = (length << 8) | h[j];
-            h += 8;
-            if (length >> 63)
-                return 0;
-        }
-        if ((max_frame >= 0 && length > (uint64_t)max_frame)
-            || (max_message >= 0 && length > (uint64_t)max_message)
-            || (uint64_t)(end - p - size) < length)
-            return 0;
-        message = message_of(buf + p + size, (size_t)length, masked ? h : NULL, opcode == 1);
+        message = message_of(buf + p + h.size, (size_t)h.length, h.key, h.opcode == 1);
         if (message == NULL)
             return -1;
         if (message == Py_None) {
@@ -495,7 +479,7 @@ scan(PyObject *conn, const unsigned char *buf, size_t end, Batch *batch, size_t 
             Py_DECREF(message);
             return -1;
         }
-        p += size + (size_t)length;
+        p += h.size + (size_t)h.length;
     }
     *used = p;
     return batch->count > 0;

@@ -12,11 +12,13 @@ import struct
 from typing import TypeAlias
 
 __all__ = [
+    "FrameHead",
     "ParsedFrame",
     "PayloadBuffer",
     "apply_mask",
     "apply_mask_in_place",
     "build_frame",
+    "frame_header",
     "parse_frames",
 ]
 
@@ -24,6 +26,9 @@ Buffer: TypeAlias = bytes | bytearray | memoryview
 
 #: One parsed frame: (opcode, fin, rsv bits as in the first byte (0x70 mask), payload).
 ParsedFrame: TypeAlias = tuple[int, bool, int, bytes]
+#: A frame's header read ahead of its payload: (opcode, fin, rsv, payload length, masking key
+#: or None, header size).
+FrameHead: TypeAlias = tuple[int, bool, int, int, bytes | None, int]
 
 _PACK_16 = struct.Struct("!BBH").pack
 _PACK_64 = struct.Struct("!BBQ").pack
@@ -128,37 +133,64 @@ def build_frame(
     ("the minimal number of bytes MUST be used to encode the length").
     """
     payload = bytes(_bytes_of(payload))  # first, as the compiled twin takes its arguments
-    if not 0 <= opcode <= 0xF:
-        raise ValueError("opcode must be in 0..15")
-    if rsv & ~0x70:
-        raise ValueError("rsv must only hold bits 0x70")
+    b0 = _first_byte(opcode, fin, rsv)
     if mask is not None:
         mask = _check_mask(mask)
-    b0 = (0x80 if fin else 0) | rsv | opcode
-    n = len(payload)
-    mbit = 0x80 if mask is not None else 0
-    if n < 126:
-        header = bytes((b0, mbit | n))
-    elif n < 65536:
-        header = _PACK_16(b0, mbit | 126, n)
-    else:
-        header = _PACK_64(b0, mbit | 127, n)
+    header = _header(b0, len(payload), mask is not None)
     if mask is None:
         return header + payload
     return header + mask + apply_mask(payload, mask)
 
 
+def frame_header(opcode: int, length: int, fin: bool = True, rsv: int = 0) -> bytes:
+    """The header of an unmasked frame whose ``length``-byte payload is written apart from
+    it (a large payload is not copied into a frame: header and payload go out in one
+    writev). The same header ``build_frame`` writes."""
+    if not isinstance(length, int):
+        raise TypeError(f"length must be an int, not {type(length).__name__}")
+    b0 = _first_byte(opcode, fin, rsv)
+    if not 0 <= length < 1 << 63:
+        raise ValueError("length out of range")  # 5.2: 63 bits at most
+    return _header(b0, length, False)
+
+
+def _first_byte(opcode: int, fin: bool, rsv: int) -> int:
+    """5.2: FIN, the RSV bits and the opcode."""
+    if not 0 <= opcode <= 0xF:
+        raise ValueError("opcode must be in 0..15")
+    if rsv & ~0x70:
+        raise ValueError("rsv must only hold bits 0x70")
+    return (0x80 if fin else 0) | rsv | opcode
+
+
+def _header(b0: int, n: int, masked: bool) -> bytes:
+    """The first byte, then the mask bit and the payload length in its shortest form (5.2:
+    "the minimal number of bytes MUST be used to encode the length")."""
+    mbit = 0x80 if masked else 0
+    if n < 126:
+        return bytes((b0, mbit | n))
+    if n < 65536:
+        return _PACK_16(b0, mbit | 126, n)
+    return _PACK_64(b0, mbit | 127, n)
+
+
 def parse_frames(
     buf: Buffer, pos: int, require_mask: bool, max_frame_size: int, /
-) -> tuple[list[ParsedFrame], int, int, str]:
+) -> tuple[list[ParsedFrame], int, int, str, FrameHead | None]:
     """Parse every complete frame in ``buf`` from ``pos``; payloads come out unmasked.
 
-    Returns ``(frames, new_pos, error_code, error_reason)``. ``new_pos`` is where the first
-    incomplete frame starts (``len(buf)`` if none). ``error_code`` is 0, or the close code of
-    the first bad frame: then ``frames`` holds the good frames before it and ``new_pos``
-    points at it. A header is checked as soon as it is complete, so a frame that is too
-    big is refused before its payload arrives. ``require_mask`` is the side's policy (5.1);
+    Returns ``(frames, new_pos, error_code, error_reason, header)``. ``new_pos`` is where
+    the first incomplete frame starts (``len(buf)`` if none). ``error_code`` is 0, or the
+    close code of the first bad frame: then ``frames`` holds the good frames before it and
+    ``new_pos`` points at it. ``header`` describes the frame at ``new_pos`` when its header
+    is whole but its payload is not here (so a streaming reader can take the payload as it
+    comes without reading the header again), or when that frame is too big (1009); else
+    None. A header is checked as soon as it is complete, so a frame that is too big is
+    refused before its payload arrives. ``require_mask`` is the side's policy (5.1);
     ``max_frame_size`` < 0 means no limit.
+
+    This is the one place the header rules of 5.2 are written in Python (the compiled
+    twin's are in ``_frame.h``): the streaming reader and the hot path use it.
     """
     view = _bytes_of(buf)
     end = len(view)
@@ -177,14 +209,14 @@ def parse_frames(
         fin = bool(b0 & 0x80)
         if opcode in _RESERVED_OPCODES:
             # 5.2: "If an unknown opcode is received, the receiving endpoint MUST _Fail_".
-            return frames, pos, 1002, f"reserved opcode {opcode:#x}"
+            return frames, pos, 1002, f"reserved opcode {opcode:#x}", None
         if opcode >= 8:
             # 5.5: "All control frames MUST have a payload length of 125 bytes or less
             # and MUST NOT be fragmented."
             if length > 125:
-                return frames, pos, 1002, "control frame too long"
+                return frames, pos, 1002, "control frame too long", None
             if not fin:
-                return frames, pos, 1002, "fragmented control frame"
+                return frames, pos, 1002, "fragmented control frame", None
         i = pos + 2
         if length == 126:
             length = int.from_bytes(view[i : i + 2], "big")
@@ -194,19 +226,22 @@ def parse_frames(
             i += 8
             # 5.2: "the most significant bit MUST be 0" in the 64-bit form.
             if length >> 63:
-                return frames, pos, 1002, "64-bit payload length with the high bit set"
+                return frames, pos, 1002, "64-bit payload length with the high bit set", None
         if masked != bool(require_mask):
             # 5.1: a server MUST close on an unmasked client frame; a client on a masked one.
             reason = "unmasked client frame" if require_mask else "masked server frame"
-            return frames, pos, 1002, reason
+            return frames, pos, 1002, reason, None
+        mask = bytes(view[i : i + 4]) if masked else None
         if 0 <= max_frame_size < length:
-            return frames, pos, 1009, f"frame of {length} bytes, limit is {max_frame_size}"
+            header = (opcode, fin, b0 & 0x70, length, mask, size)
+            reason = f"frame of {length} bytes, limit is {max_frame_size}"
+            return frames, pos, 1009, reason, header
         start = pos + size
         if end - start < length:
-            break
+            return frames, pos, 0, "", (opcode, fin, b0 & 0x70, length, mask, size)
         payload = bytes(view[start : start + length])
-        if masked:
-            payload = apply_mask(payload, view[i : i + 4])
+        if mask is not None:
+            payload = apply_mask(payload, mask)
         frames.append((opcode, fin, b0 & 0x70, payload))
         pos = start + length
-    return frames, pos, 0, ""
+    return frames, pos, 0, "", None

@@ -309,42 +309,103 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(frame_header_doc,
+"frame_header(opcode, length, fin=True, rsv=0) -> bytes\n\n"
+"The header of an unmasked frame whose length-byte payload is written apart from it\n"
+"(RFC 6455 5.2): the same header build_frame writes.");
+
+static PyObject *
+frame_header(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"opcode", "length", "fin", "rsv", NULL};
+    int fin = 1, overflow;
+    long opcode, rsv = 0;
+    long long length;
+    PyObject *opcode_obj, *length_obj, *rsv_obj = NULL;
+    unsigned char header[14], *end;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|pO:frame_header", kwlist, &opcode_obj,
+                                     &length_obj, &fin, &rsv_obj))
+        return NULL;
+    if (!PyLong_Check(length_obj)) {
+        PyErr_Format(PyExc_TypeError, "length must be an int, not %.100s",
+                     Py_TYPE(length_obj)->tp_name);
+        return NULL;
+    }
+    if (small_int(opcode_obj, &opcode) < 0 || (rsv_obj && small_int(rsv_obj, &rsv) < 0))
+        return NULL;
+    if (opcode < 0 || opcode > 0xF) {
+        PyErr_SetString(PyExc_ValueError, "opcode must be in 0..15");
+        return NULL;
+    }
+    if (rsv & ~0x70) {
+        PyErr_SetString(PyExc_ValueError, "rsv must only hold bits 0x70");
+        return NULL;
+    }
+    length = PyLong_AsLongLongAndOverflow(length_obj, &overflow);
+    if (length == -1 && PyErr_Occurred())
+        return NULL;
+    if (overflow || length < 0) {
+        PyErr_SetString(PyExc_ValueError, "length out of range"); /* 5.2: 63 bits at most */
+        return NULL;
+    }
+    end = write_frame_header(header, (unsigned)((fin ? 0x80 : 0) | rsv | opcode),
+                             (size_t)length, 0);
+    return PyBytes_FromStringAndSize((const char *)header, end - header);
+}
+
 /* ---- parsing (5.2) ------------------------------------------------------------------------ */
 
-/* Build the (frames, pos, code, reason) result; steals the references to frames and reason,
- * either of which may be NULL after a failed allocation. */
+/* The reason a header rule gives (parse_frame_header's FH_ codes), as _pure.parse_frames words
+ * it; a new reference, or NULL with an exception set. */
 static PyObject *
-parse_result(PyObject *frames, Py_ssize_t pos, int code, PyObject *reason)
+rule_reason(int rule, const FrameHeader *h, int require_mask, long long max_frame)
 {
-    PyObject *result = NULL, *pos_obj = NULL, *code_obj = NULL;
+    switch (rule) {
+    case FH_RESERVED_OPCODE:
+        return PyUnicode_FromFormat("reserved opcode 0x%x", h->opcode);
+    case FH_CONTROL_TOO_LONG:
+        return PyUnicode_FromString("control frame too long");
+    case FH_CONTROL_FRAGMENTED:
+        return PyUnicode_FromString("fragmented control frame");
+    case FH_LENGTH_HIGH_BIT:
+        return PyUnicode_FromString("64-bit payload length with the high bit set");
+    case FH_UNMASKED:
+    case FH_MASKED:
+        return PyUnicode_FromString(require_mask ? "unmasked client frame"
+                                                 : "masked server frame");
+    default: /* FH_TOO_BIG */
+        return PyUnicode_FromFormat("frame of %llu bytes, limit is %lld",
+                                    (unsigned long long)h->length, max_frame);
+    }
+}
 
-    if (frames == NULL || reason == NULL)
-        goto error;
-    pos_obj = PyLong_FromSsize_t(pos);
-    code_obj = PyLong_FromLong(code);
-    result = PyTuple_New(4);
-    if (pos_obj == NULL || code_obj == NULL || result == NULL)
-        goto error;
-    PyTuple_SET_ITEM(result, 0, frames);
-    PyTuple_SET_ITEM(result, 1, pos_obj);
-    PyTuple_SET_ITEM(result, 2, code_obj);
-    PyTuple_SET_ITEM(result, 3, reason);
-    return result;
+/* (opcode, fin, rsv, length, mask or None, header size) of a frame whose header was read. */
+static PyObject *
+header_tuple(const FrameHeader *h)
+{
+    PyObject *mask;
 
-error:
-    Py_XDECREF(result);
-    Py_XDECREF(code_obj);
-    Py_XDECREF(pos_obj);
-    Py_XDECREF(reason);
-    Py_XDECREF(frames);
-    return NULL;
+    if (h->key != NULL) {
+        mask = PyBytes_FromStringAndSize((const char *)h->key, 4);
+        if (mask == NULL)
+            return NULL;
+    } else {
+        mask = Py_NewRef(Py_None);
+    }
+    return Py_BuildValue("(iOiKNn)", (int)h->opcode, (h->b0 & 0x80) ? Py_True : Py_False,
+                         (int)(h->b0 & 0x70), (unsigned long long)h->length, mask,
+                         (Py_ssize_t)h->size);
 }
 
 PyDoc_STRVAR(parse_frames_doc,
-"parse_frames(buf, pos, require_mask, max_frame_size, /) -> (frames, new_pos, code, reason)\n\n"
+"parse_frames(buf, pos, require_mask, max_frame_size, /)\n"
+"    -> (frames, new_pos, code, reason, header)\n\n"
 "Parse every complete frame in buf from pos (RFC 6455 5.2). frames: list of\n"
 "(opcode, fin, rsv, unmasked payload). code: 0, or 1002/1009 for the first bad frame,\n"
-"which new_pos then points at. max_frame_size < 0: no limit.");
+"which new_pos then points at. header: None, or the (opcode, fin, rsv, length, mask,\n"
+"header_size) of the frame at new_pos when its header is whole but its payload is not,\n"
+"or when it is too big (1009). max_frame_size < 0: no limit.");
 
 /* Called once per read with four positional arguments: METH_FASTCALL and these few checks
  * cost far less than the generic argument parser. */
@@ -353,13 +414,12 @@ parse_frames(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t narg
 {
     Py_buffer view;
     Py_ssize_t pos;
-    int require_mask, overflow;
-    PyObject *max_obj, *frames;
+    int require_mask, overflow, rule = FH_INCOMPLETE, code = 0;
+    PyObject *frames, *reason = NULL, *header = NULL, *result = NULL;
     long long max_frame_size;
     const unsigned char *buf;
     size_t end, p;
-    int code = 0;
-    PyObject *reason = NULL;
+    FrameHeader h;
 
     if (nargs != 4) {
         PyErr_Format(PyExc_TypeError, "parse_frames() takes 4 positional arguments (%zd given)",
@@ -372,17 +432,16 @@ parse_frames(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t narg
     require_mask = PyObject_IsTrue(args[2]);
     if (require_mask < 0)
         return NULL;
-    max_obj = args[3];
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
     /* Any int is accepted; one beyond long long range cannot be reached by a 63-bit length,
      * so it counts as no limit, as does a negative one. */
-    max_frame_size = PyLong_AsLongLongAndOverflow(max_obj, &overflow);
+    max_frame_size = PyLong_AsLongLongAndOverflow(args[3], &overflow);
     if (max_frame_size == -1 && PyErr_Occurred()) {
         PyBuffer_Release(&view);
         return NULL;
     }
-    if (overflow)
+    if (overflow || max_frame_size < 0)
         max_frame_size = -1;
     if (pos < 0 || pos > view.len) {
         PyBuffer_Release(&view);
@@ -398,103 +457,71 @@ parse_frames(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t narg
     buf = view.buf;
     end = (size_t)view.len;
     p = (size_t)pos;
-    while (end - p >= 2) {
-        unsigned b0 = buf[p], b1 = buf[p + 1];
-        unsigned opcode = b0 & 0x0F, fin = b0 & 0x80, masked = b1 & 0x80;
-        uint64_t length = b1 & 0x7F;
-        size_t size = 2u + (masked ? 4u : 0u) + (length == 126 ? 2u : length == 127 ? 8u : 0u);
-        const unsigned char *h;
+    for (;;) {
         PyObject *payload, *item;
 
-        if (end - p < size)
+        rule = parse_frame_header(buf + p, end - p, require_mask, max_frame_size, &h);
+        if (rule != FH_OK)
             break;
-        /* 5.2: "If an unknown opcode is received, the receiving endpoint MUST _Fail_". */
-        if ((opcode >= 3 && opcode <= 7) || opcode >= 11) {
-            code = 1002;
-            reason = PyUnicode_FromFormat("reserved opcode 0x%x", opcode);
+        if ((uint64_t)(end - p - h.size) < h.length)
             break;
-        }
-        /* 5.5: "All control frames MUST have a payload length of 125 bytes or less and MUST
-         * NOT be fragmented." */
-        if (opcode >= 8) {
-            if (length > 125) {
-                code = 1002;
-                reason = PyUnicode_FromString("control frame too long");
-                break;
-            }
-            if (!fin) {
-                code = 1002;
-                reason = PyUnicode_FromString("fragmented control frame");
-                break;
-            }
-        }
-        h = buf + p + 2;
-        if (length == 126) {
-            length = ((uint64_t)h[0] << 8) | h[1];
-            h += 2;
-        } else if (length == 127) {
-            length = 0;
-            for (int j = 0; j < 8; j++)
-                length = (length << 8) | h[j];
-            h += 8;
-            /* 5.2: "the most significant bit MUST be 0" in the 64-bit form. */
-            if (length >> 63) {
-                code = 1002;
-                reason = PyUnicode_FromString("64-bit payload length with the high bit set");
-                break;
-            }
-        }
-        /* 5.1: a server MUST close on an unmasked client frame; a client on a masked one. */
-        if (!masked != !require_mask) {
-            code = 1002;
-            reason = PyUnicode_FromString(require_mask ? "unmasked client frame"
-                                                       : "masked server frame");
-            break;
-        }
-        if (max_frame_size >= 0 && length > (uint64_t)max_frame_size) {
-            code = 1009;
-            reason = PyUnicode_FromFormat("frame of %llu bytes, limit is %lld",
-                                          (unsigned long long)length, max_frame_size);
-            break;
-        }
-        if ((uint64_t)(end - p - size) < length)
-            break;
-
         /* Complete: copy the payload out, unmasking while copying (5.3). */
-        payload = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)length);
+        payload = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)h.length);
         if (payload == NULL)
-            goto error;
-        if (masked)
-            mask_copy((unsigned char *)PyBytes_AS_STRING(payload), buf + p + size,
-                      (size_t)length, h, 0);
-        else if (length)
-            memcpy(PyBytes_AS_STRING(payload), buf + p + size, (size_t)length);
+            goto done;
+        if (h.key != NULL)
+            mask_copy((unsigned char *)PyBytes_AS_STRING(payload), buf + p + h.size,
+                      (size_t)h.length, h.key, 0);
+        else if (h.length)
+            memcpy(PyBytes_AS_STRING(payload), buf + p + h.size, (size_t)h.length);
         item = PyTuple_New(4);
         if (item == NULL) {
             Py_DECREF(payload);
-            goto error;
+            goto done;
         }
         /* 0..15, 0/1 and 0..0x70 are cached small ints: these calls cannot fail. */
-        PyTuple_SET_ITEM(item, 0, PyLong_FromLong((long)opcode));
-        PyTuple_SET_ITEM(item, 1, PyBool_FromLong(fin));
-        PyTuple_SET_ITEM(item, 2, PyLong_FromLong((long)(b0 & 0x70)));
+        PyTuple_SET_ITEM(item, 0, PyLong_FromLong((long)h.opcode));
+        PyTuple_SET_ITEM(item, 1, PyBool_FromLong(h.b0 & 0x80));
+        PyTuple_SET_ITEM(item, 2, PyLong_FromLong((long)(h.b0 & 0x70)));
         PyTuple_SET_ITEM(item, 3, payload);
         if (PyList_Append(frames, item) < 0) {
             Py_DECREF(item);
-            goto error;
+            goto done;
         }
         Py_DECREF(item);
-        p += size + (size_t)length;
+        p += h.size + (size_t)h.length;
     }
-    PyBuffer_Release(&view);
-    if (code == 0)
+    if (rule == FH_INCOMPLETE || rule == FH_OK) { /* FH_OK: the payload is incomplete */
         reason = PyUnicode_FromStringAndSize("", 0);
-    return parse_result(frames, (Py_ssize_t)p, code, reason);
+    } else {
+        code = rule == FH_TOO_BIG ? 1009 : 1002;
+        reason = rule_reason(rule, &h, require_mask, max_frame_size);
+    }
+    if (reason == NULL)
+        goto done;
+    /* The frame at p: its header is whole and its payload is not here, or it is too big. */
+    if (rule == FH_OK || rule == FH_TOO_BIG)
+        header = header_tuple(&h);
+    else
+        header = Py_NewRef(Py_None);
+    if (header == NULL)
+        goto done;
+    {
+        /* Built by hand: this runs once per read, and Py_BuildValue parses its format. */
+        PyObject *pos_obj = PyLong_FromSsize_t((Py_ssize_t)p);
+        PyObject *code_obj = PyLong_FromLong(code);
+        if (pos_obj != NULL && code_obj != NULL)
+            result = PyTuple_Pack(5, frames, pos_obj, code_obj, reason, header);
+        Py_XDECREF(pos_obj);
+        Py_XDECREF(code_obj);
+    }
 
-error:
+done:
     PyBuffer_Release(&view);
+    Py_XDECREF(header);
+    Py_XDECREF(reason);
     Py_DECREF(frames);
-    return NULL;
+    return result;
 }
 
 /* ---- module ------------------------------------------------------------------------------- */
@@ -506,6 +533,8 @@ static PyMethodDef speedups_methods[] = {
      METH_VARARGS | METH_KEYWORDS, apply_mask_in_place_doc},
     {"build_frame", (PyCFunction)(void (*)(void))build_frame, METH_VARARGS | METH_KEYWORDS,
      build_frame_doc},
+    {"frame_header", (PyCFunction)(void (*)(void))frame_header, METH_VARARGS | METH_KEYWORDS,
+     frame_header_doc},
     {"parse_frames", (PyCFunction)(void (*)(void))parse_frames, METH_FASTCALL, parse_frames_doc},
     {NULL, NULL, 0, NULL},
 };

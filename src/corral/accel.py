@@ -22,6 +22,7 @@ __all__ = [
     "apply_mask_in_place",
     "build_frame",
     "configure_hot_path",
+    "frame_header",
     "parse_frames",
 ]
 
@@ -35,6 +36,7 @@ if os.environ.get("CORRAL_PURE") != "1":
             apply_mask,
             apply_mask_in_place,
             build_frame,
+            frame_header,
             parse_frames,
         )
 
@@ -47,6 +49,7 @@ if not COMPILED:
         apply_mask,
         apply_mask_in_place,
         build_frame,
+        frame_header,
         parse_frames,
     )
     from ._pure_hotpath import HandleCore, StreamCore

@@ -177,7 +177,9 @@ def test_5_2_build_frame_parses_back(impl: ModuleType, size: int, masked: bool) 
     # 5.2: the minimal length encoding: 7 bits to 125, 16 bits to 65535, then 64 bits.
     header = 2 + (0 if size < 126 else 2 if size < 65536 else 8) + (4 if masked else 0)
     assert len(wire) == header + size
-    assert impl.parse_frames(wire, 0, masked, -1) == ([(2, False, 0x40, payload)], len(wire), 0, "")
+    assert impl.parse_frames(wire, 0, masked, -1) == (
+        [(2, False, 0x40, payload)], len(wire), 0, "", None
+    )
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -192,6 +194,44 @@ def test_build_frame_bad_arguments(impl: ModuleType) -> None:
         impl.build_frame(1, b"x", True, 0, b"abc")
     with pytest.raises(TypeError):
         impl.build_frame(1, "text")
+
+
+@FAST
+@needs_compiled
+@given(
+    opcode=st.integers(-2, 17),
+    length=st.one_of(st.integers(-2, 70000), st.integers(-(1 << 64), 1 << 64)),
+    fin=st.booleans(),
+    rsv=st.sampled_from([0, 0x10, 0x40, 0x70, 1, 0x80]),
+)
+def test_5_2_frame_header_compiled_equals_pure(
+    opcode: int, length: int, fin: bool, rsv: int
+) -> None:
+    want = outcome(_pure.frame_header, opcode, length, fin, rsv)
+    assert outcome(compiled().frame_header, opcode, length, fin, rsv) == want
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("size", BOUNDARY_SIZES)
+def test_5_2_frame_header_is_build_frames_header(impl: ModuleType, size: int) -> None:
+    """One header writer: the header of a payload sent apart is the one build_frame
+    writes before that payload."""
+    payload = payload_of(size, 3)
+    header = impl.frame_header(2, size, False, 0x40)
+    assert header + payload == impl.build_frame(2, payload, False, 0x40)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_frame_header_bad_arguments(impl: ModuleType) -> None:
+    for length in (-1, 1 << 63, 1 << 80):
+        with pytest.raises(ValueError, match="length out of range"):
+            impl.frame_header(2, length)
+    with pytest.raises(ValueError, match="opcode"):
+        impl.frame_header(16, 0)
+    with pytest.raises(ValueError, match="rsv"):
+        impl.frame_header(1, 0, True, 0x80)
+    with pytest.raises(TypeError, match="length must be an int"):
+        impl.frame_header(1, 1.5)
 
 
 # -- 5.7 examples ---------------------------------------------------------------------------------
@@ -215,17 +255,28 @@ EXAMPLES_5_7 = [
 def test_5_7_examples(
     impl: ModuleType, wire: bytes, require_mask: bool, frames: list[tuple[int, bool, int, bytes]]
 ) -> None:
-    assert impl.parse_frames(wire, 0, require_mask, -1) == (frames, len(wire), 0, "")
+    assert impl.parse_frames(wire, 0, require_mask, -1) == (frames, len(wire), 0, "", None)
     mask = MASK if require_mask else None
     built = b"".join(impl.build_frame(op, data, fin, rsv, mask) for op, fin, rsv, data in frames)
     assert built == wire
     # A cut stream gives the whole frames before the cut and stops where the cut one starts.
     for end in {*range(min(len(wire), 40)), len(wire) // 2, len(wire) - 1}:
-        parsed, pos, code, _ = impl.parse_frames(wire[:end], 0, require_mask, -1)
+        parsed, pos, code, _, head = impl.parse_frames(wire[:end], 0, require_mask, -1)
         assert code == 0
         assert parsed == frames[: len(parsed)]
         assert pos == sum(len(impl.build_frame(op, d, f, r, mask)) for op, f, r, d in parsed)
         assert pos <= end
+        if len(parsed) < len(frames):
+            # The cut frame: reported once its header is whole, its payload left for later.
+            opcode, fin, rsv, data = frames[len(parsed)]
+            size = len(impl.build_frame(opcode, data, fin, rsv, mask)) - len(data)
+            if end - pos < size:
+                assert head is None
+            else:
+                assert head == (opcode, fin, rsv, len(data), mask, size)
+                assert end < pos + size + len(data)
+        else:
+            assert head is None
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -286,9 +337,15 @@ def test_5_2_parse_errors(
     # The frames before the bad one come out; new_pos points at the bad one, whose header
     # alone is enough to refuse it.
     got = impl.parse_frames(b"xx" + good + bad, 2, require_mask, limit)
-    assert got == ([(1, True, 0, b"ok"), (9, True, 0, b"")], 2 + len(good), code, reason)
+    assert got[:4] == ([(1, True, 0, b"ok"), (9, True, 0, b"")], 2 + len(good), code, reason)
+    # A frame too big (1009) comes with its header, to say how big; a broken one without.
+    if code == 1009:
+        length = int(reason.split()[2])
+        assert got[4] == (bad[0] & 0x0F, True, 0, length, mask, len(bad))
+    else:
+        assert got[4] is None
     # One byte short of a header: no verdict yet.
-    assert impl.parse_frames(bad[:-1], 0, require_mask, limit) == ([], 0, 0, "")
+    assert impl.parse_frames(bad[:-1], 0, require_mask, limit) == ([], 0, 0, "", None)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -298,7 +355,7 @@ def test_parse_frames_limits(impl: ModuleType) -> None:
     assert impl.parse_frames(wire, 0, False, 99)[2] == 1009
     assert impl.parse_frames(wire, 0, False, 1 << 80)[2] == 0  # any int; huge: no limit
     assert impl.parse_frames(wire, 0, False, -(1 << 80))[2] == 0  # negative: no limit
-    assert impl.parse_frames(wire, len(wire), False, 0) == ([], len(wire), 0, "")
+    assert impl.parse_frames(wire, len(wire), False, 0) == ([], len(wire), 0, "", None)
     for pos in (-1, len(wire) + 1):
         with pytest.raises(ValueError, match="pos out of range"):
             impl.parse_frames(wire, pos, False, -1)
@@ -393,14 +450,14 @@ def test_5_2_any_split_of_a_stream_gives_the_same_frames(
     buf, pos, out = bytearray(), 0, []
     for piece in cut(wire, points):
         buf += piece
-        parsed, pos, code, reason = impl.parse_frames(buf, pos, masked, -1)
+        parsed, pos, code, reason, _ = impl.parse_frames(buf, pos, masked, -1)
         assert (code, reason) == (0, "")
         out += parsed
         del buf[:pos]
         pos = 0
     assert out == frames
     assert not buf
-    assert impl.parse_frames(wire, 0, masked, -1) == (frames, len(wire), 0, "")
+    assert impl.parse_frames(wire, 0, masked, -1) == (frames, len(wire), 0, "", None)
 
 
 # -- corral.accel ---------------------------------------------------------------------------------
@@ -409,7 +466,7 @@ def test_5_2_any_split_of_a_stream_gives_the_same_frames(
 def test_accel_picks_one_module() -> None:
     chosen = _speedups if accel.COMPILED else _pure
     assert chosen is not None
-    for name in ("apply_mask", "build_frame", "parse_frames"):
+    for name in ("apply_mask", "build_frame", "frame_header", "parse_frames"):
         assert getattr(accel, name) is getattr(chosen, name)
     if os.environ.get("CORRAL_PURE") == "1":
         assert not accel.COMPILED

@@ -69,7 +69,9 @@ def test_5_2_non_contiguous_buffer_refused_alike(
 
 def test_5_2_unusual_but_contiguous_buffers_still_parse() -> None:
     two_byte_items = memoryview(b"\x82\x02ab").cast("H")
-    assert _pure.parse_frames(two_byte_items, 0, False, -1) == ([(2, True, 0, b"ab")], 4, 0, "")
+    assert _pure.parse_frames(two_byte_items, 0, False, -1) == (
+        [(2, True, 0, b"ab")], 4, 0, "", None
+    )
 
 
 # -- frames: a failed reader held the caller's buffer ---------------------------------------

@@ -357,3 +357,48 @@ def test_5_3_unmasked_payload_matches_apply_mask() -> None:
     chunks += reader.feed(masked[33:71])
     chunks += reader.feed(masked[71:])
     assert joined(chunks) == payload
+
+
+# -- one parser: the reader takes over a parse_frames result ---------------------------------
+
+
+@pytest.mark.parametrize("cut", [1, 2, 5, 6, 7, 8, 40, 70])
+@pytest.mark.parametrize("limit", [None, 50])
+def test_5_2_rest_of_a_parse_gives_what_feed_gives(cut: int, limit: int | None) -> None:
+    """A connection parses a read itself and hands the parser's findings (the trailing
+    header, or the error) to ``rest``: the same chunks and state as feeding the read."""
+    from corral.accel import parse_frames
+
+    data = (serialize_frame(Opcode.TEXT, b"ok", mask=MASK)
+            + serialize_frame(Opcode.BINARY, bytes(range(60)), mask=MASK))
+    read = data[: len(serialize_frame(Opcode.TEXT, b"ok", mask=MASK)) + cut]
+    fed = FrameReader(require_mask=True, max_frame_size=limit)
+    want = fed.feed(read)
+    taken = FrameReader(require_mask=True, max_frame_size=limit)
+    frames, pos, code, reason, head = parse_frames(read, 0, True, -1 if limit is None else limit)
+    got = [Chunk(op, fin, rsv, p, True, True, len(p)) for op, fin, rsv, p in frames]
+    got += taken.rest(read, pos, code, reason, head)
+    assert got == want
+    assert (taken.idle, repr(taken.error)) == (fed.idle, repr(fed.error))
+    rest = data[len(read):]
+    if fed.error is None:
+        assert joined(taken.feed(rest)) == joined(fed.feed(rest))
+    else:
+        assert isinstance(taken.error, PayloadTooBig)
+        assert "60 bytes, limit is 50" in str(taken.error)
+
+
+def test_5_2_large_payload_streams_across_reads_and_a_control_frame_waits_whole() -> None:
+    """Only an incomplete header or control frame waits for the next read; a large payload
+    comes out as it arrives."""
+    reader = client()
+    big = serialize_frame(Opcode.BINARY, bytes(100_000))
+    chunks = reader.feed(big[:9])  # the 10-byte header, less one byte
+    assert chunks == [] and not reader.idle
+    chunks = reader.feed(big[9:50_000])
+    assert chunks[0].first and not chunks[0].last and len(chunks[0].data) == 50_000 - 10
+    ping = serialize_frame(Opcode.PING, b"x" * 100)
+    chunks = reader.feed(big[50_000:] + ping[:60])
+    assert chunks[-1].last and joined(chunks) == bytes(100_000 - 49_990)
+    assert reader.feed(ping[60:]) == [Chunk(Opcode.PING, True, 0, b"x" * 100, True, True, 100)]
+    assert reader.idle

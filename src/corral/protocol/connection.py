@@ -14,7 +14,7 @@ import enum
 import os
 from collections.abc import Callable, Hashable, Sequence
 
-from ..accel import PayloadBuffer, build_frame, parse_frames
+from ..accel import PayloadBuffer, build_frame, frame_header, parse_frames
 from ..exceptions import (
     ConnectionClosed,
     InvalidPayload,
@@ -24,7 +24,7 @@ from ..exceptions import (
 )
 from .events import CloseReceived, Event, Failed, Fragment, Message, Ping, Pong
 from .extensions.base import Extension
-from .frames import CloseCode, Opcode, frame_header, parse_close, serialize_close
+from .frames import CloseCode, Opcode, parse_close, serialize_close
 from .reader import FrameReader
 from .utf8 import Utf8Decoder
 
@@ -193,44 +193,23 @@ class Connection:
         try:
             if reader.idle:
                 # The common case: whole frames, parsed in one call (compiled when built).
-                # Whatever follows them (a partial frame, or a bad one: its error is raised
-                # with full details) goes through the streaming reader below.
+                # Whatever follows them goes to the reader with the parser's findings.
                 limit = reader.max_frame_size
-                frames, pos, error, _ = parse_frames(
+                frames, pos, code, reason, header = parse_frames(
                     data, 0, reader.require_mask, -1 if limit is None else limit
                 )
                 for opcode, fin, rsv, payload in frames:
-                    if self._frame(opcode, fin, rsv, payload, events):
+                    if self._frame_piece(opcode, fin, rsv, payload, True, True, len(payload),
+                                         events):
                         return events  # a close frame: nothing after it is processed
-                if pos == len(data) and not error:
+                if pos == len(data) and not code:
                     return events
-                if pos:
-                    data = data[pos:]
-            for chunk in reader.feed(data):
-                opcode = chunk.opcode
-                if chunk.rsv & ~self._ext_rsv:
-                    # 5.2: "MUST be 0 unless an extension is negotiated that defines meanings"
-                    raise ProtocolError("reserved bits set")
-                if opcode >= 8:
-                    if chunk.rsv:
-                        raise ProtocolError("reserved bits set on a control frame")
-                    self._control(opcode, chunk.data, events)
-                    if self.close_received is not None:
-                        return events
-                    continue
-                data_piece = chunk.data
-                if chunk.first:
-                    self._frame_start(opcode, chunk.length)
-                if (self._msg_payload is None and chunk.fin and not chunk.last
-                        and self._plain and self.max_message_size is not None
-                        and (self._collected() + len(data_piece)) * PAYLOAD_BUFFER_SHARE
-                        >= self._msg_size):
-                    self._start_payload_buffer()
-                if self._extensions:
-                    data_piece = self._decode_extensions(chunk.opcode, chunk.rsv, data_piece,
-                                                         chunk.first, chunk.last, chunk.fin)
-                    self._check_size(len(data_piece))
-                self._add_payload(data_piece, chunk.last and chunk.fin, events)
+                chunks = reader.rest(data, pos, code, reason, header)
+            else:
+                chunks = reader.feed(data)
+            for opcode, fin, rsv, piece, first, last, length in chunks:
+                if self._frame_piece(opcode, fin, rsv, piece, first, last, length, events):
+                    return events
             if reader.error is not None:
                 raise reader.error
         except ProtocolError as exc:
@@ -276,33 +255,43 @@ class Connection:
             self._fail(exc, events)
         return events
 
-    def _frame(self, opcode: int, fin: bool, rsv: int, payload: bytes, events: list[Event]) -> bool:
-        """Handle one whole frame; True when it was a close frame."""
+    def _frame_piece(self, opcode: int, fin: bool, rsv: int, data: bytes, first: bool,
+                     last: bool, length: int, events: list[Event]) -> bool:
+        """Handle one piece of a frame (a whole frame is one piece, first and last): the one
+        step that checks a frame against the connection's policy and assembles messages.
+        True when it was a close frame."""
         if rsv & ~self._ext_rsv:
-            raise ProtocolError("reserved bits set")  # 5.2, as in receive_data
+            # 5.2: "MUST be 0 unless an extension is negotiated that defines meanings"
+            raise ProtocolError("reserved bits set")
         if opcode >= 8:
             if rsv:
                 raise ProtocolError("reserved bits set on a control frame")
-            self._control(opcode, payload, events)
+            self._control(opcode, data, events)
             return self.close_received is not None
-        if fin and opcode and self._msg_opcode < 0 and self._plain:
-            # A whole message in one frame, none in progress, no extension, not streaming.
-            limit = self.max_message_size
-            if limit is not None and len(payload) > limit:
-                raise PayloadTooBig(len(payload), limit)
-            if opcode == Opcode.TEXT:
-                try:
-                    events.append(Message(payload.decode()))
-                except UnicodeDecodeError:
-                    raise InvalidPayload("invalid UTF-8 in text message") from None
-            else:
-                events.append(Message(payload))
-            return False
-        self._frame_start(opcode, len(payload))
+        if first:
+            if last and fin and opcode and self._msg_opcode < 0 and self._plain:
+                # A whole message in one frame, none in progress, no extension, not
+                # streamed: handed out as it is.
+                limit = self.max_message_size
+                if limit is not None and length > limit:
+                    raise PayloadTooBig(length, limit)
+                if opcode == Opcode.TEXT:
+                    try:
+                        events.append(Message(data.decode()))
+                    except UnicodeDecodeError:
+                        raise InvalidPayload("invalid UTF-8 in text message") from None
+                else:
+                    events.append(Message(data))
+                return False
+            self._frame_start(opcode, length)
+        if (not last and fin and self._msg_payload is None and self._plain
+                and self.max_message_size is not None
+                and (self._collected() + len(data)) * PAYLOAD_BUFFER_SHARE >= self._msg_size):
+            self._start_payload_buffer()
         if self._extensions:
-            payload = self._decode_extensions(opcode, rsv, payload, True, True, fin)
-            self._check_size(len(payload))
-        self._add_payload(payload, fin, events)
+            data = self._decode_extensions(opcode, rsv, data, first, last, fin)
+            self._check_size(len(data))
+        self._add_payload(data, last and fin, events)
         return False
 
     def _frame_start(self, opcode: int, length: int) -> None:

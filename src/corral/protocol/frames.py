@@ -95,17 +95,6 @@ def serialize_frame(
     return build_frame(opcode, payload, fin, 0x40 if rsv1 else 0, mask)
 
 
-def frame_header(opcode: int, length: int, fin: bool = True, rsv: int = 0) -> bytes:
-    """The header of an unmasked frame whose payload is sent apart from it (5.2: the length
-    in its shortest form)."""
-    b0 = (0x80 if fin else 0) | rsv | opcode
-    if length < 126:
-        return bytes((b0, length))
-    if length < 65536:
-        return bytes((b0, 126)) + length.to_bytes(2, "big")
-    return bytes((b0, 127)) + length.to_bytes(8, "big")
-
-
 def serialize_close(code: int | None, reason: str = "") -> bytes:
     """The payload of a close frame: empty, or a 2-byte code and a UTF-8 reason (5.5.1)."""
     if code is None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..accel import apply_mask, apply_mask_in_place
+from .._pure import FrameHead
+from ..accel import apply_mask, apply_mask_in_place, parse_frames
 from ..exceptions import PayloadTooBig, ProtocolError
 
 __all__ = ["Chunk", "FrameReader"]
@@ -28,11 +29,23 @@ class Chunk(NamedTuple):
     length: int  # the frame's declared payload length
 
 
-_RESERVED_OPCODES = frozenset({3, 4, 5, 6, 7, 11, 12, 13, 14, 15})
+_new_chunk = tuple.__new__  # a Chunk from a tuple, without NamedTuple's Python-level __new__
+
+
+def header_limit(max_frame_size: int | None) -> int:
+    """``max_frame_size`` as ``parse_frames`` takes it (< 0: no limit)."""
+    return -1 if max_frame_size is None else max_frame_size
 
 
 class FrameReader:
     """Parses a byte stream into :class:`Chunk` objects.
+
+    The frames themselves are read by ``parse_frames`` (compiled or pure, see
+    :mod:`corral.accel`), the one place the header rules are written: whole frames come out
+    as one chunk each, and for a frame whose payload is still arriving it reports the
+    header, so that payload is then streamed here piece by piece without reading the header
+    again. What waits for more bytes is only an incomplete header or an incomplete control
+    frame (a few bytes); a large payload is never buffered here.
 
     ``require_mask`` is True on a server (client frames must be masked, section 5.1) and
     False on a client (server frames must not be). After an error the reader stops; the
@@ -40,7 +53,6 @@ class FrameReader:
     """
 
     __slots__ = (
-        "_buf",
         "_fin",
         "_length",
         "_mask",
@@ -48,6 +60,7 @@ class FrameReader:
         "_opcode",
         "_rsv",
         "_started",
+        "_stub",
         "error",
         "idle",
         "max_frame_size",
@@ -58,13 +71,13 @@ class FrameReader:
         self.require_mask = require_mask
         self.max_frame_size = max_frame_size
         self.error: ProtocolError | None = None
-        self._buf: bytearray | None = None  # an incomplete header kept between reads
-        self._opcode = -1  # -1: waiting for a header
+        self._stub: bytes | None = None  # an incomplete header or control frame
+        self._opcode = -1  # of the data frame whose payload is being streamed; -1: none
         self._fin = True
         self._rsv = 0
         self._length = 0
-        self._offset = 0  # payload bytes of the current frame already returned
-        self._started = False  # the frame's first chunk has been returned
+        self._offset = 0  # payload bytes of that frame already returned
+        self._started = False  # its first chunk has been returned
         self._mask: bytes | None = None
         # Between frames with nothing buffered: the next byte starts a frame. An attribute,
         # kept up to date by feed and feed_in_place, as it is read before every read's parse.
@@ -75,62 +88,71 @@ class FrameReader:
         kept: what must wait for more (an incomplete header or control frame) is copied."""
         if self.error is not None:
             return []
-        # Work on the received bytes themselves; only an incomplete header or control frame
-        # (a few bytes) is kept for the next call, so a large payload is never buffered here
-        # nor moved around: each piece is copied once, unmasked on the way.
         buf: bytes | bytearray | memoryview = data
-        if self._buf:
-            self._buf += data
-            buf = self._buf
-            self._buf = None
-        view = memoryview(buf)
+        if self._stub is not None:
+            buf = self._stub + data  # a few bytes, before what completes them
+            self._stub = None
         out: list[Chunk] = []
         pos = 0
-        end = len(buf)
-        try:
-            while True:
-                if self._opcode < 0:
-                    used = self._parse_header(buf, pos, end)
-                    if not used:
-                        break
-                    pos += used
-                opcode = self._opcode
-                remaining = self._length - self._offset
-                available = end - pos
-                if opcode >= 8:
-                    # Control frames are small (<= 125 bytes): hand them out whole.
-                    if available < remaining:
-                        break
-                    take = remaining
-                else:
-                    take = remaining if available >= remaining else available
-                    if take == 0 and self._started and remaining:
-                        break
-                if self._mask is not None:
-                    piece = apply_mask(view[pos : pos + take], self._mask, self._offset)
-                else:
-                    piece = bytes(view[pos : pos + take])
-                first = not self._started
-                self._started = True
-                self._offset += take
-                pos += take
-                last = self._offset == self._length
-                out.append(Chunk(opcode, self._fin, self._rsv, piece, first, last, self._length))
-                if not last:
-                    break
-                self._opcode = -1
-        except ProtocolError as exc:
-            # Kept without its traceback: its frames hold `data`, the caller's buffer,
-            # which the caller may reuse or resize once this call returns.
-            self.error = exc.with_traceback(None)
+        if self._opcode >= 0:
+            pos = self._stream(buf, 0, len(buf), out)
+            if self._opcode >= 0:
+                return out  # the frame goes on in the next read
+        frames, pos, code, reason, header = parse_frames(
+            buf, pos, self.require_mask, header_limit(self.max_frame_size)
+        )
+        out += [_new_chunk(Chunk, (opcode, fin, rsv, payload, True, True, len(payload)))
+                for opcode, fin, rsv, payload in frames]
+        out += self.rest(buf, pos, code, reason, header)
+        return out
+
+    def rest(self, data: bytes | bytearray | memoryview, pos: int, code: int, reason: str,
+             header: FrameHead | None) -> list[Chunk]:
+        """Take over what follows the whole frames from a ``parse_frames`` call on ``data``
+        (its results as they came, so nothing is parsed twice): keep the error it found, or
+        start streaming the payload of the frame whose header it reported, or keep the few
+        bytes of an incomplete header or control frame for the next read. Returns the
+        frame's first chunk, if any. For a caller that parsed a read itself while ``idle``;
+        ``feed`` does the rest."""
+        out: list[Chunk] = []
+        if code:
+            self.error = (PayloadTooBig(header[3], header_limit(self.max_frame_size))
+                          if code == 1009 and header is not None else ProtocolError(reason))
             self.idle = False
             return out
-        finally:
-            view.release()
-        if pos < end:
-            self._buf = bytearray(buf[pos:])
-        self.idle = self._opcode < 0 and self._buf is None
+        if header is not None and header[0] < 8:
+            # A data frame whose payload is still arriving: streamed, never buffered here.
+            self._opcode, self._fin, self._rsv, self._length, self._mask, size = header
+            self._offset = 0
+            self._started = False
+            pos = self._stream(data, pos + size, len(data), out)
+        elif pos < len(data):
+            self._stub = bytes(data[pos:])
+        self.idle = self._opcode < 0 and self._stub is None
         return out
+
+    def _stream(self, buf: bytes | bytearray | memoryview, pos: int, end: int,
+                out: list[Chunk]) -> int:
+        """Take what ``buf`` holds of the current data frame's payload from ``pos`` (a first
+        chunk even when empty: the frame's start is known at once); where it stops."""
+        remaining = self._length - self._offset
+        take = remaining if end - pos >= remaining else end - pos
+        if take == 0 and self._started:
+            return pos
+        with memoryview(buf) as view:  # one copy of the piece, unmasked on the way
+            if self._mask is not None:
+                piece = apply_mask(view[pos : pos + take], self._mask, self._offset)
+            else:
+                piece = bytes(view[pos : pos + take])
+        first = not self._started
+        self._started = True
+        self._offset += take
+        last = self._offset == self._length
+        out.append(_new_chunk(Chunk, (self._opcode, self._fin, self._rsv, piece, first, last,
+                                      self._length)))
+        if last:
+            self._opcode = -1
+        return pos + take
 
     def feed_in_place(self, payload: memoryview) -> bool:
         """The next bytes of the stream are the rest (or part of the rest) of the current
@@ -150,52 +172,3 @@ class FrameReader:
         self._opcode = -1
         self.idle = True
         return True
-
-    def _parse_header(self, buf: bytes | bytearray | memoryview, pos: int, end: int) -> int:
-        """Parse a frame header at ``pos``; return its size, or 0 if it is incomplete."""
-        if end - pos < 2:
-            return 0
-        b0 = buf[pos]
-        b1 = buf[pos + 1]
-        length = b1 & 0x7F
-        masked = b1 & 0x80
-        size = 2 + (4 if masked else 0) + (2 if length == 126 else 8 if length == 127 else 0)
-        if end - pos < size:
-            return 0
-        opcode = b0 & 0x0F
-        fin = bool(b0 & 0x80)
-        if opcode in _RESERVED_OPCODES:
-            # 5.2: "If an unknown opcode is received, the receiving endpoint MUST _Fail_".
-            raise ProtocolError(f"reserved opcode {opcode:#x}")
-        if opcode >= 8:
-            # 5.5: "All control frames MUST have a payload length of 125 bytes or less
-            # and MUST NOT be fragmented."
-            if length > 125:
-                raise ProtocolError("control frame too long")
-            if not fin:
-                raise ProtocolError("fragmented control frame")
-        i = pos + 2
-        if length == 126:
-            length = int.from_bytes(buf[i : i + 2], "big")
-            i += 2
-        elif length == 127:
-            length = int.from_bytes(buf[i : i + 8], "big")
-            i += 8
-            # 5.2: "the most significant bit MUST be 0" in the 64-bit form.
-            if length >> 63:
-                raise ProtocolError("64-bit payload length with the high bit set")
-        if bool(masked) != self.require_mask:
-            # 5.1: a server MUST close on an unmasked client frame; a client on a masked one.
-            raise ProtocolError(
-                "unmasked client frame" if self.require_mask else "masked server frame"
-            )
-        if self.max_frame_size is not None and length > self.max_frame_size:
-            raise PayloadTooBig(length, self.max_frame_size)
-        self._mask = bytes(buf[i : i + 4]) if masked else None
-        self._opcode = opcode
-        self._fin = fin
-        self._rsv = b0 & 0x70
-        self._length = length
-        self._offset = 0
-        self._started = False
-        return size
