@@ -32,10 +32,10 @@
 /* ---- slots of the Python objects the hot path reads ------------------------------------ */
 
 enum { S_CONN, S_WS, S_HANDLER, S_DEADLINES, S_WIRE, S_LOOP, S_BUSY, S_PAUSED, S_BACKLOG,
-       S_EOF, S_CLOSING_KIND, S_CORKED, S_WRITE_PAUSED, S_COUNT };
+       S_EOF, S_CLOSING_KIND, S_CORKED, S_WRITE_PAUSED, S_HOLD_FOR_APP, S_COUNT };
 static const char *const session_slots[S_COUNT] = {
     "conn", "ws", "handler", "deadlines", "wire", "_loop", "_busy", "_paused", "_backlog",
-    "_eof", "_closing_kind", "_corked", "_write_paused",
+    "_eof", "_closing_kind", "_corked", "_write_paused", "_hold_for_app",
 };
 
 enum { C_STATE, C_CLOSE_RECEIVED, C_CLOSE_SENT, C_FAILURE, C_PLAIN, C_MSG_OPCODE, C_READER,
@@ -123,7 +123,7 @@ static PyObject *state_open, *state_closed, *kind_crash, *message_type, *side_se
 static Py_ssize_t split_payload = 8192;
 
 static PyObject *str_read_target, *str_payload_received, *str_data_received, *str_crash,
-    *str_handled, *str_defer, *str_flush, *str_send, *str_on_message, *str_time,
+    *str_handled, *str_defer, *str_flush, *str_answers_pending, *str_answers_done, *str_send, *str_on_message, *str_time,
     *str_receive_data, *str_handle_received, *str_write, *str_writelines, *str_is_closing,
     *str_join, *str_writing_paused, *str_reading_paused, *empty_bytes;
 
@@ -842,6 +842,43 @@ HandleCore_reading_paused(HandleCore *self, void *Py_UNUSED(closure))
     return session_flag(self, S_PAUSED, str_reading_paused);
 }
 
+/* Session.answers_pending and answers_done, the async style's hold on a close owed to the
+ * peer, called twice per message by AsyncWebSocket: the flag set in C, and the session's
+ * _flush called only when there is a close to send. */
+static PyObject *
+HandleCore_answers(HandleCore *self, int pending)
+{
+    PyObject *session = self->session, *conn;
+
+    if (session == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "WebSocket without a session");
+        return NULL;
+    }
+    if (session_map.type != Py_TYPE(session)
+        || conn_map.type != Py_TYPE(conn = SLOT(session, session_map, S_CONN)))
+        return PyObject_CallMethodNoArgs(session,
+                                         pending ? str_answers_pending : str_answers_done);
+    slot_set(session, session_map.offset[S_HOLD_FOR_APP], pending ? Py_True : Py_False);
+    if (!pending
+        && (SLOT(conn, conn_map, C_OWED_CLOSE) != Py_None
+            || SLOT(session, session_map, S_EOF) != Py_False)
+        && SLOT(session, session_map, S_BUSY) == Py_False)
+        return PyObject_CallMethodNoArgs(session, str_flush);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+HandleCore_answers_pending(HandleCore *self, PyObject *Py_UNUSED(ignored))
+{
+    return HandleCore_answers(self, 1);
+}
+
+static PyObject *
+HandleCore_answers_done(HandleCore *self, PyObject *Py_UNUSED(ignored))
+{
+    return HandleCore_answers(self, 0);
+}
+
 static PyGetSetDef HandleCore_getset[] = {
     {"writing_paused", (getter)HandleCore_writing_paused, NULL,
      PyDoc_STR("The write buffer is over write_limit: drain() would wait."), NULL},
@@ -856,6 +893,13 @@ static PyMethodDef HandleCore_methods[] = {
                "Send a message (text for str). Returns False, sending nothing, once closing,\n"
                "or when the message is dropped by max_backpressure (on_drop then gets it).\n"
                "compress=False skips compression for this message.")},
+    {"answers_pending", (PyCFunction)HandleCore_answers_pending, METH_NOARGS,
+     PyDoc_STR("answers_pending() -> None\n\n"
+               "The application got messages it answers later (the async for style): a close\n"
+               "owed to the peer waits for answers_done (ANSWER_GRACE at most).")},
+    {"answers_done", (PyCFunction)HandleCore_answers_done, METH_NOARGS,
+     PyDoc_STR("answers_done() -> None\n\n"
+               "The application has answered every message it was given.")},
     {NULL, NULL, 0, NULL},
 };
 
@@ -901,6 +945,8 @@ hotpath_exec(PyObject *module)
         || intern(&str_data_received, "data_received") < 0
         || intern(&str_crash, "_crash") < 0 || intern(&str_handled, "_handled") < 0
         || intern(&str_defer, "_defer") < 0 || intern(&str_flush, "_flush") < 0
+        || intern(&str_answers_pending, "answers_pending") < 0
+        || intern(&str_answers_done, "answers_done") < 0
         || intern(&str_send, "send") < 0 || intern(&str_on_message, "on_message") < 0
         || intern(&str_time, "time") < 0 || intern(&str_receive_data, "receive_data") < 0
         || intern(&str_handle_received, "_handle_received") < 0

@@ -70,6 +70,15 @@ class HandleCore:
         """The handler paused reading (``Pause`` / ``pause_reading``)."""
         return self._session.reading_paused
 
+    def answers_pending(self) -> None:
+        """The application got messages it answers later (the ``async for`` style): a close
+        owed to the peer waits for ``answers_done`` (ANSWER_GRACE at most)."""
+        self._session.answers_pending()
+
+    def answers_done(self) -> None:
+        """The application has answered every message it was given."""
+        self._session.answers_done()
+
     def send(self, message: str | bytes, compress: bool = True) -> bool:
         """Send a message (text for ``str``). Returns False, sending nothing, once closing,
         or when the message is dropped by ``max_backpressure`` (``on_drop`` then gets it).

@@ -38,6 +38,7 @@ class AsyncWebSocket(Handler):
         self._messages: deque[str | bytes] = deque()
         self._owing = False  # the session was told we owe answers (answers_pending)
         self._waiter: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # known from on_open
         self._closed: CloseReason | None = None
         self._pongs: dict[bytes, list[asyncio.Future[float]]] = {}
         self._opened: asyncio.Future[None] | None = None
@@ -46,6 +47,7 @@ class AsyncWebSocket(Handler):
 
     def on_open(self, ws: WebSocket) -> None:
         self.ws = ws
+        self._loop = asyncio.get_running_loop()
         self._max_queue = ws.options.max_queue
         if self._opened is not None and not self._opened.done():
             self._opened.set_result(None)
@@ -182,7 +184,8 @@ class AsyncWebSocket(Handler):
                 raise self._closed_exc()
             if self._waiter is not None:
                 raise RuntimeError("another coroutine is already waiting in recv()")
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = self._loop or asyncio.get_running_loop()
+            self._waiter = loop.create_future()
             try:
                 await self._waiter
             finally:

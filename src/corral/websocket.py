@@ -243,15 +243,6 @@ class WebSocket(HandleCore):
         """Wait until the connection has ended; return why."""
         return await self._session.wait_closed()
 
-    def answers_pending(self) -> None:
-        """The application got messages it answers later (the ``async for`` style): a close
-        owed to the peer waits for ``answers_done`` (ANSWER_GRACE at most)."""
-        self._session.answers_pending()
-
-    def answers_done(self) -> None:
-        """The application has answered every message it was given."""
-        self._session.answers_done()
-
     def shutdown(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:
         """Close because the server is stopping (1001)."""
         self._session.shutdown(code, reason)
