@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import ConnectionClosed, ConnectionClosedOK, closed_error
@@ -174,14 +174,31 @@ class AsyncWebSocket(Handler):
         if self.ws is not None:
             await self.ws.drain()
 
-    async def recv(self) -> str | bytes:
-        """The next message; raises ConnectionClosed once the connection is over."""
+    def recv(self) -> Coroutine[Any, Any, str | bytes]:
+        """``await ws.recv()``: the next message; raises ConnectionClosed once the connection
+        is over."""
+        return self._receive(False)
+
+    def __aiter__(self) -> AsyncWebSocket:
+        return self
+
+    def __anext__(self) -> Coroutine[Any, Any, str | bytes]:
+        # The coroutine itself, not one awaiting it (nor an async generator): one layer less
+        # per message, and less memory for a connection waiting in ``async for``.
+        return self._receive(True)
+
+    async def _receive(self, iterating: bool) -> str | bytes:
+        """The next message; at the end, ConnectionClosed, or StopAsyncIteration when
+        ``iterating`` and the connection closed normally."""
         while not self._messages:
             if self.ws is not None:
                 self._owing = False
                 self.ws.answers_done()
             if self._closed is not None:
-                raise self._closed_exc()
+                exc = self._closed_exc()
+                if iterating and isinstance(exc, ConnectionClosedOK):
+                    raise StopAsyncIteration
+                raise exc
             if self._waiter is not None:
                 raise RuntimeError("another coroutine is already waiting in recv()")
             loop = self._loop or asyncio.get_running_loop()
@@ -195,16 +212,6 @@ class AsyncWebSocket(Handler):
         if ws is not None and ws.reading_paused and len(self._messages) <= self._max_queue // 2:
             ws.resume_reading()
         return message
-
-    def __aiter__(self) -> AsyncWebSocket:
-        return self
-
-    async def __anext__(self) -> str | bytes:
-        # A plain coroutine, not an async generator: one layer less per message.
-        try:
-            return await self.recv()
-        except ConnectionClosedOK:
-            raise StopAsyncIteration from None
 
     async def send(self, message: str | bytes) -> None:
         """Send a message and wait while the write buffer is over its limit."""
