@@ -16,7 +16,11 @@ Checks, for every input (request or response bytes, fuzzer-chosen limits and rea
 - a request that passes ``check_request`` gets a 101 from ``build_accept`` (with the first
   subprotocol and the extension ``server_accept`` picks) that parses and passes the client's
   ``check_response`` with that subprotocol; a refusal's status and headers make a response
-  ``build_http_response`` accepts.
+  ``build_http_response`` accepts;
+- the request-head fast path: ``parse_head`` compiled (``corral._http``) and pure
+  (``corral._pure_http``) give the same result, at the start of the stream and at a
+  fuzzer-chosen offset; a head it accepts, llhttp parses to an equal request that ends at the
+  same offset; ``RequestParser`` answers the stream exactly as with llhttp alone.
 
 Why: these parsers face every byte a client or server on the internet sends before the
 WebSocket starts; a stray exception there is a crashed connection handler, a missed limit
@@ -26,13 +30,41 @@ a memory sink.
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
+import importlib.util
+import os
+import sys
+from types import ModuleType
 from typing import Any
+from urllib.parse import unquote
 
 import atheris
 from _harness import INSTRUMENTED, Input, check, cut, main, use_sanitized_speedups
 
+#: Where scripts/fuzz.sh --sanitize puts the ASan/UBSan build of corral._http.
+HTTP_ENV = "CORRAL_FUZZ_HTTP"
+
+
+def use_sanitized_http() -> None:
+    """Load the sanitizer build named by ``CORRAL_FUZZ_HTTP`` as ``corral._http`` (as
+    ``_harness.use_sanitized_speedups`` does for the frame modules)."""
+    path = os.environ.get(HTTP_ENV)
+    if not path:
+        return
+    loader = importlib.machinery.ExtensionFileLoader("corral._http", path)
+    spec = importlib.util.spec_from_file_location("corral._http", path, loader=loader)
+    if spec is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    sys.modules["corral._http"] = module
+    print(f"fuzz: corral._http from {path}", file=sys.stderr)
+
+
 use_sanitized_speedups()
-with atheris.instrument_imports(include=INSTRUMENTED):
+use_sanitized_http()
+with atheris.instrument_imports(include=[*INSTRUMENTED, "corral._pure_http"]):
+    from corral import _pure_http
     from corral.exceptions import (
         HandshakeError,
         InvalidRequest,
@@ -50,7 +82,19 @@ with atheris.instrument_imports(include=INSTRUMENTED):
         origin_allowed,
         parse_extension_header,
     )
-    from corral.protocol.http11 import HTTPRequest, HTTPResponse, RequestParser, ResponseParser
+    from corral.protocol.http11 import (
+        Headers,
+        HTTPRequest,
+        HTTPResponse,
+        RequestParser,
+        ResponseParser,
+    )
+
+_http: ModuleType | None
+try:
+    import corral._http as _http
+except ImportError:
+    _http = None
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 section 1.3's example key
 SUBPROTOCOLS = ("chat", "superchat")
@@ -84,8 +128,16 @@ def _within(message: HTTPRequest | HTTPResponse, parser: Any) -> None:
         check(len(message.target) <= parser.max_request_line, "target too long", message.target)
 
 
-def _requests(data: bytes, sizes: list[int], limits: dict[str, int]) -> tuple[object, ...]:
-    parser = RequestParser(**limits)
+class LlhttpOnly(RequestParser):
+    """The request parser without its fast path: every message through llhttp."""
+
+    def _fast_head(self, data: bytes, pos: int) -> tuple[int, bool] | None:
+        return None
+
+
+def _requests(data: bytes, sizes: list[int], limits: dict[str, int],
+              parser_class: type[RequestParser] = RequestParser) -> tuple[object, ...]:
+    parser = parser_class(**limits)
     requests: list[HTTPRequest] = []
     error: HandshakeError | None = None
     trailing = b""
@@ -110,6 +162,40 @@ def _requests(data: bytes, sizes: list[int], limits: dict[str, int]) -> tuple[ob
     if error is not None:
         check(error.status in (400, 405, 413, 414, 426, 431), "odd status", error.status)
     return requests, error is not None, parser.upgraded, trailing
+
+
+def _head_limits(limits: dict[str, int]) -> tuple[int, int, int]:
+    return (limits.get("max_request_line", 8192), limits.get("max_header_count", 100),
+            limits.get("max_header_bytes", 16384))
+
+
+def _fast_path(data: bytes, limits: dict[str, int], offset: int) -> None:
+    """parse_head's twins agree; what they accept, llhttp parses the same, ending there."""
+    head_limits = _head_limits(limits)
+    parsed = _pure_http.parse_head(data, 0, *head_limits)
+    offset = min(offset, len(data))
+    at = _pure_http.parse_head(data, offset, *head_limits)
+    if _http is not None:
+        compiled = _http.parse_head(data, 0, *head_limits)
+        check(compiled == parsed, "parse_head: compiled != pure", parsed, compiled)
+        compiled = _http.parse_head(data, offset, *head_limits)
+        check(compiled == at, "parse_head at offset: compiled != pure", offset, at, compiled)
+    if parsed is None:
+        return
+    method, target, raw_path, query, version, fields, keep_alive, upgrade, end = parsed
+    check(LlhttpOnly(**limits).feed(data[: end - 1]) == [], "llhttp ends the head earlier")
+    try:
+        path = unquote(raw_path, errors="strict")
+    except UnicodeDecodeError:
+        return  # RequestParser declines it, llhttp refuses it (checked by test_one_input)
+    expected = HTTPRequest(method, target, path, raw_path, query, version, Headers._of(fields),
+                           b"", keep_alive, upgrade)
+    try:
+        requests = LlhttpOnly(**limits).feed(data[:end])
+    except InvalidRequest as exc:
+        check(False, "llhttp refuses an accepted head", parsed, exc)
+    check(requests == [expected] and requests[0].headers._fields == fields,
+          "llhttp parses an accepted head otherwise", parsed, requests)
 
 
 def _handshake(request: HTTPRequest) -> None:
@@ -191,6 +277,9 @@ def test_one_input(data: bytes) -> None:
         whole = _requests(stream, [], limits)
         pieces = _requests(stream, sizes, limits)
         check(pieces == whole, "reads change the requests", whole, pieces)
+        llhttp = _requests(stream, [], limits, LlhttpOnly)
+        check(llhttp == whole, "the fast path changes the requests", llhttp, whole)
+        _fast_path(stream, limits, sizes[0] if sizes else 0)
         requests = whole[0]
         assert isinstance(requests, list)
         for request in requests:

@@ -11,7 +11,8 @@ fi
 stamp=.venv/.corral-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
         || [ src/corral/_speedups.c -nt "$stamp" ] || [ src/corral/_hotpath.c -nt "$stamp" ] \
-        || [ src/corral/_frame.h -nt "$stamp" ] || [ "${CORRAL_REINSTALL:-}" = 1 ]; then
+        || [ src/corral/_http.c -nt "$stamp" ] || [ src/corral/_frame.h -nt "$stamp" ] \
+        || [ "${CORRAL_REINSTALL:-}" = 1 ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet -e ".[test]"
     touch "$stamp"

@@ -6,10 +6,10 @@
 #                                        session http extensions
 #   scripts/fuzz.sh --smoke SECONDS      every target for SECONDS each (CI: --smoke 10)
 #   scripts/fuzz.sh --sanitize ...       the targets that reach C code (frames, connection,
-#                                        session) against corral._speedups and
-#                                        corral._hotpath built with gcc's ASan+UBSan,
-#                                        250,000 inputs each unless --runs (ASan makes the
-#                                        interpreter about 5 times slower)
+#                                        session, http) against corral._speedups,
+#                                        corral._hotpath and corral._http built with gcc's
+#                                        ASan+UBSan, 250,000 inputs each unless --runs (ASan
+#                                        makes the interpreter about 5 times slower)
 #   scripts/fuzz.sh ... -- FLAGS         extra libFuzzer flags (-seed=1, -only_ascii=1, ...)
 #
 # Prints per target the inputs run, the coverage reached (libFuzzer's cov: and ft:), the
@@ -42,7 +42,7 @@ if [ -z "$runs" ]; then
 fi
 if [ ${#targets[@]} -eq 0 ]; then
     if [ "$sanitize" = 1 ]; then
-        targets=(frames connection session)
+        targets=(frames connection session http)
     else
         targets=(frames connection session http extensions)
     fi
@@ -71,7 +71,7 @@ if [ "$sanitize" = 1 ]; then
     mkdir -p "$build"
     ext=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
     include=$("$PY" -c 'import sysconfig; print(sysconfig.get_path("include"))')
-    for name in _speedups _hotpath; do
+    for name in _speedups _hotpath _http; do
         module="$build/$name$ext"
         if [ ! -e "$module" ] || [ src/corral/$name.c -nt "$module" ] \
                 || [ src/corral/_frame.h -nt "$module" ]; then
@@ -87,6 +87,7 @@ if [ "$sanitize" = 1 ]; then
     env_args=(
         "CORRAL_FUZZ_SPEEDUPS=$PWD/$build/_speedups$ext"
         "CORRAL_FUZZ_HOTPATH=$PWD/$build/_hotpath$ext"
+        "CORRAL_FUZZ_HTTP=$PWD/$build/_http$ext"
         "LD_PRELOAD=$PWD/$build/coverage_forward.so:$(gcc -print-file-name=libasan.so)"
         "ASAN_OPTIONS=detect_leaks=0:verify_asan_link_order=0:halt_on_error=1:abort_on_error=1"
         "UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1"
@@ -129,7 +130,8 @@ for target in "${targets[@]}"; do
     rm -f "$stamp"
     result="ok"
     if [ "$sanitize" = 1 ] && { ! grep -q "corral._speedups from" "$log" \
-            || { [ "$target" = session ] && ! grep -q "corral._hotpath from" "$log"; }; }; then
+            || { [ "$target" = session ] && ! grep -q "corral._hotpath from" "$log"; } \
+            || { [ "$target" = http ] && ! grep -q "corral._http from" "$log"; }; }; then
         result="FAILED: the sanitizer build was not loaded"
     fi
     if [ "$status" -ne 0 ] || [ -n "$found" ]; then

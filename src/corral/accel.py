@@ -24,6 +24,7 @@ __all__ = [
     "configure_hot_path",
     "frame_header",
     "parse_frames",
+    "parse_head",
 ]
 
 COMPILED = False
@@ -31,6 +32,7 @@ if os.environ.get("CORRAL_PURE") != "1":
     try:
         from ._hotpath import HandleCore, StreamCore
         from ._hotpath import configure as configure_hot_path
+        from ._http import parse_head
         from ._speedups import (
             PayloadBuffer,
             apply_mask,
@@ -54,3 +56,4 @@ if not COMPILED:
     )
     from ._pure_hotpath import HandleCore, StreamCore
     from ._pure_hotpath import configure as configure_hot_path
+    from ._pure_http import parse_head

@@ -7,6 +7,10 @@ so a peer trickling an endless request line or header cannot make llhttp (which 
 header it is reading) grow past the limits. Header counts and sizes are checked exactly as
 headers complete; bodies are checked as they arrive.
 
+The usual request, a whole upgrade head read at once, is parsed without llhttp by
+``corral.accel.parse_head`` (compiled, or its pure twin ``corral._pure_http``), which accepts
+only heads that llhttp parses the same way and within every limit; all others go to llhttp.
+
 Sans-I/O: bytes in, parsed messages out; no sockets, no event loop.
 """
 
@@ -19,6 +23,8 @@ from urllib.parse import unquote
 
 import httptools
 
+from corral._pure_http import REPEATING as _REPEATING
+from corral.accel import parse_head
 from corral.exceptions import HandshakeError, InvalidRequest, InvalidResponse
 
 __all__ = [
@@ -41,12 +47,6 @@ _MAX_REASON = 80
 _SHARED: dict[bytes, str] = {}
 _SHARED_LOWER: dict[str, str] = {}
 _SHARED_MAX = 512
-# Fields whose values repeat from one connection to the next (not the key, nor cookies).
-_REPEATING = frozenset({
-    "host", "upgrade", "connection", "origin", "sec-websocket-version", "user-agent",
-    "sec-websocket-extensions", "sec-websocket-protocol", "pragma", "cache-control",
-    "accept-encoding", "accept-language",
-})
 
 
 def _text(raw: bytes) -> str:
@@ -94,6 +94,13 @@ class Headers:
         self._fields: list[str] = []
         for name, value in items:
             self._fields += (name.lower(), name, value)
+
+    @classmethod
+    def _of(cls, fields: list[str]) -> Headers:
+        """Headers over ``fields``, a list already in the layout above (``parse_head``'s)."""
+        headers = cls.__new__(cls)
+        headers._fields = fields
+        return headers
 
     def add(self, name: str, value: str) -> None:
         """Append a field; earlier fields of the same name are kept."""
@@ -317,6 +324,12 @@ class _BoundedParser:
         view = memoryview(data)
         pos = 0
         while pos < len(data) and not self._stop():
+            fast = self._fast_head(data, pos)
+            if fast is not None:
+                pos, upgraded = fast
+                if upgraded:
+                    return pos
+                continue
             whole = self._whole_head(data, pos)
             if whole is not None:
                 end, head = whole, False  # the head ends in this piece: no counters to keep
@@ -354,6 +367,11 @@ class _BoundedParser:
     def _stop(self) -> bool:
         """Whether feeding must stop before the next piece (the message is complete)."""
         return False
+
+    def _fast_head(self, data: bytes, pos: int) -> tuple[int, bool] | None:
+        """Parse a whole message at ``pos`` without llhttp: (where it ends, whether it is an
+        upgrade), or None to feed llhttp."""
+        return None
 
     def _whole_head(self, data: bytes, pos: int) -> int | None:
         """Where a complete head starting at ``pos`` ends, when it can go to llhttp in one
@@ -413,6 +431,7 @@ class RequestParser(_BoundedParser):
         self.trailing = b""
         self._url = bytearray()
         self._upgrade = False
+        self._reusable = True  # llhttp takes another message (none yet, or kept alive)
         self._done: list[HTTPRequest] = []
         self._parser = httptools.HttpRequestParser(self)
 
@@ -468,7 +487,38 @@ class RequestParser(_BoundedParser):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._done.append(self._build())
+        request = self._build()
+        # Without keep-alive llhttp refuses what follows (RFC 9112 9.6): only it may parse on.
+        self._reusable = request.keep_alive
+        self._done.append(request)
+
+    def _fast_head(self, data: bytes, pos: int) -> tuple[int, bool] | None:
+        """The usual request without llhttp's callbacks (``parse_head``), taken only where
+        llhttp stands at the start of a message and would answer the same."""
+        if self._started or self._line_len or self._lines or not self._reusable:
+            return None  # llhttp has seen part of this message, or must see the next one
+        if self.max_body < 0:
+            return None  # even an empty body is over the limit: llhttp's path says so
+        head = parse_head(data, pos, self.max_request_line, self.max_header_count,
+                          self.max_header_bytes)
+        if head is None:
+            return None
+        method, target, raw_path, query, version, fields, keep_alive, upgrade, end = head
+        if not (keep_alive or upgrade):
+            return None  # what follows must be refused: llhttp must know of this message
+        path = raw_path
+        if "%" in raw_path:
+            try:
+                path = unquote(raw_path, errors="strict")
+            except UnicodeDecodeError:
+                return None  # llhttp's path refuses it, as _build does
+            if path == raw_path:
+                path = raw_path
+        # Positional, in field order: keywords cost as much as the rest of this method.
+        self._done.append(HTTPRequest(method, target, path, raw_path, query, version,
+                                      Headers._of(fields), b"", keep_alive, upgrade))
+        self._messages += 1
+        return end, upgrade
 
     def _build(self) -> HTTPRequest:
         try:
