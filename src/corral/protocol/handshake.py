@@ -50,6 +50,7 @@ __all__ = [
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SUPPORTED_VERSIONS = (13, 8, 7)
+_SUPPORTED_TEXT = frozenset(str(version) for version in SUPPORTED_VERSIONS)
 
 # RFC 7230 section 3.2.6: token = 1*tchar.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -313,7 +314,7 @@ def _check_version(request: HTTPRequest) -> int:
     if len(values) != 1:
         raise UnsupportedVersion(", ".join(values))
     value = values[0].strip(" \t")
-    if value not in {str(version) for version in SUPPORTED_VERSIONS}:
+    if value not in _SUPPORTED_TEXT:
         raise UnsupportedVersion(value)
     return int(value)
 
