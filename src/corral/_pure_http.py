@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import TypeAlias
 
-__all__ = ["REPEATING", "Head", "parse_head"]
+__all__ = ["REPEATING", "Head", "parse_head", "shared_text"]
 
 #: (method, target, raw_path, query, http_version, fields, keep_alive, upgrade, end): the
 #: request's parts as ``HTTPRequest`` holds them, ``fields`` laid out as ``Headers._fields``
@@ -80,7 +80,9 @@ def _name(raw: bytes) -> tuple[str, str, bool]:
     return entry
 
 
-def _value(raw: bytes) -> str:
+def shared_text(raw: bytes) -> str:
+    """``raw`` as latin-1 text, one shared str per short value (bounded): also what the
+    llhttp path of :mod:`corral.protocol.http11` uses for names and repeating values."""
     value = _VALUES.get(raw)
     if value is None:
         value = raw.decode("latin-1")
@@ -154,7 +156,7 @@ def parse_head(
                 return None  # llhttp sets its upgrade flag only for a value: doubtful
             else:
                 upgrade_field = True
-        value = _value(raw_value) if shared else raw_value.decode("latin-1")
+        value = shared_text(raw_value) if shared else raw_value.decode("latin-1")
         fields += (key, name, value.rstrip(" \t"))
     # llhttp's verdicts: upgrade needs an Upgrade field and the "upgrade" connection option
     # (RFC 9110 7.8); HTTP/1.1 stays open unless "close", HTTP/1.0 only with "keep-alive"

@@ -24,6 +24,7 @@ from urllib.parse import unquote
 import httptools
 
 from corral._pure_http import REPEATING as _REPEATING
+from corral._pure_http import shared_text as _text
 from corral.accel import parse_head
 from corral.exceptions import HandshakeError, InvalidRequest, InvalidResponse
 
@@ -42,20 +43,11 @@ _MAX_REASON = 80
 
 
 # Header names, and short values such as "websocket" or "Upgrade", come again on every
-# connection: one shared str for each (bounded) keeps a held request small (an idle
-# WebSocket keeps its upgrade request for ws.request).
-_SHARED: dict[bytes, str] = {}
+# connection: one shared str for each (bounded; _text for names and values, _lower for
+# lowercased names) keeps a held request small (an idle WebSocket keeps its upgrade request
+# for ws.request).
 _SHARED_LOWER: dict[str, str] = {}
 _SHARED_MAX = 512
-
-
-def _text(raw: bytes) -> str:
-    text = _SHARED.get(raw)
-    if text is None:
-        text = raw.decode("latin-1")
-        if len(raw) <= 128 and len(_SHARED) < _SHARED_MAX:
-            _SHARED[raw] = text
-    return text
 
 
 def _lower(name: str) -> str:
