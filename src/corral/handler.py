@@ -154,6 +154,10 @@ class CloseKind(enum.Enum):
     SHUTDOWN = "shutdown"  # the server is shutting down; 1001 was sent
     LOST = "lost"  # the TCP connection ended without a close handshake (1006)
 
+    def __str__(self) -> str:
+        """The value (``remote``), as logs and f-strings should show it."""
+        return self.value
+
 
 @dataclass(frozen=True, slots=True)
 class CloseReason:

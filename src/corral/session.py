@@ -15,7 +15,7 @@ import asyncio
 import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .accel import configure_hot_path
@@ -329,21 +329,22 @@ class Session:
             self._crash(exc)
             return
         if result is not None:
-            self._handled(result)
+            self._handled(result, callback.__name__)
 
-    def _handled(self, result: Any) -> None:
-        """Act on what a callback returned: commands, or an awaitable to run first."""
+    def _handled(self, result: Any, callback: str = "on_message") -> None:
+        """Act on what a callback (named for errors) returned: commands, or an awaitable to
+        run first."""
         if inspect.isawaitable(result):
             self._busy = True
             self._update_reading()
-            self._callback_task = self.create_task(self._await_callback(result))
+            self._callback_task = self.create_task(self._await_callback(result, callback))
             return
         try:
-            self._apply(result)
+            self._apply(result, callback)
         except Exception as exc:  # a bad command (or its arguments) is the callback's error
             self._crash(exc)
 
-    async def _await_callback(self, awaitable: Awaitable[Any]) -> None:
+    async def _await_callback(self, awaitable: Awaitable[Any], callback: str) -> None:
         try:
             try:
                 result = await awaitable
@@ -356,7 +357,7 @@ class Session:
                 return
             if result is not None:
                 try:
-                    self._apply(result)
+                    self._apply(result, callback)
                 except Exception as exc:  # as in _dispatch: crash, not a lost task error
                     self._crash(exc)
         finally:
@@ -387,17 +388,41 @@ class Session:
         # 1011 with no exception text on the wire.
         self.conn.send_close(CloseCode.INTERNAL_ERROR, "")
 
-    def _apply(self, result: Any) -> None:
-        """Carry out a command, or each of an iterable of them (see ``_COMMANDS``)."""
+    def _apply(self, result: Any, callback: str = "on_message") -> None:
+        """Carry out a command, a message to send (``str``, ``bytes``), or each of an iterable
+        of them (see ``_COMMANDS``); anything else is the callback's mistake, named."""
         run = _COMMANDS.get(type(result))
         if run is not None:
             run(self, result)
             return
+        if isinstance(result, _NOT_LISTS) or not isinstance(result, Iterable):
+            self._command(result, callback, None)
+            return
         for cmd in result:
             run = _COMMANDS.get(type(cmd))
             if run is None:
-                raise TypeError(f"not a corral command: {cmd!r}")
-            run(self, cmd)
+                self._command(cmd, callback, result)
+            else:
+                run(self, cmd)
+
+    def _command(self, cmd: Any, callback: str, within: Any) -> None:
+        """A returned value that is not an exact command type: a message of a subclass of
+        str or bytes-like, a command's subclass, or an error that says what is allowed."""
+        for kind, run in _COMMANDS.items():
+            if isinstance(cmd, kind):
+                run(self, cmd)
+                return
+        where = f"{type(self.handler).__qualname__}.{callback}"
+        what = f"{_a(type(cmd).__name__)} ({cmd!r:.40})"
+        if within is not None:
+            what = f"{_a(type(within).__name__)} holding {what}"
+        hint = " (to send JSON, return json.dumps(...))" if isinstance(cmd, Mapping) else ""
+        raise TypeError(
+            f"{where} returned {what}{hint}: a callback returns None, a message to send (str "
+            "for text, bytes for binary), a command (Text, Binary, Close, Pause, Resume, "
+            "Ping, Pong, Fragment, SetOptions, Deflate), a list of those, or an awaitable of "
+            "them"
+        )
 
     # -- sending -----------------------------------------------------------------------------------
 
@@ -846,9 +871,21 @@ class Session:
         return CloseReason(kind, received[0], received[1])
 
 
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
+
+
 # -- the commands a callback may return: one entry each --------------------------------------
 
+# Returned values that are iterable but are not lists of commands: messages, and mappings
+# (a dict's keys sent as messages would only hide the mistake).
+_NOT_LISTS = (str, bytes, bytearray, memoryview, Mapping)
+
 _COMMANDS: dict[type, Callable[[Session, Any], Any]] = {
+    str: lambda s, cmd: s.send(str(cmd)),  # a message returned as it is: sent as text,
+    bytes: lambda s, cmd: s.send(bytes(cmd)),  # and bytes-like as binary
+    bytearray: lambda s, cmd: s.send(bytes(cmd)),
+    memoryview: lambda s, cmd: s.send(bytes(cmd)),
     Text: lambda s, cmd: s.send(cmd.data),
     Binary: lambda s, cmd: s.send(cmd.data),
     Fragment: lambda s, cmd: s.send_fragment(cmd.data, cmd.last),

@@ -980,3 +980,102 @@ async def test_async_style_backpressure_pauses_reading() -> None:
         await eventually(lambda: len(received) == 8)
         assert received == [str(i) for i in range(8)]
         assert inner.transport.is_reading()
+
+
+# -- what a callback returns: messages as they are, and mistakes named ---------------------
+
+
+class ReturnsMessages(Recorder):
+    """Returns the message itself, in the forms a new user tries first."""
+
+    def on_message(self, ws: corral.WebSocket, message: str | bytes) -> Any:
+        self.events.append(message)
+        if message == "str":
+            return "echo: str"
+        if message == "list":
+            return ["one", b"two", corral.Text("three")]
+        if message == "bytearray":
+            return bytearray(b"bytes-like")
+        if message == "async":
+            return self._later()
+        return message  # bytes as they came
+
+    async def _later(self) -> Any:
+        await asyncio.sleep(0)
+        return "later"
+
+
+async def test_a_returned_str_or_bytes_is_sent() -> None:
+    """A callback that returns the message it wants to send sends it: str as text, bytes
+    (and bytes-like) as binary, in a list too, from an async callback too."""
+    factory, _ = spawn(ReturnsMessages)
+    async with serve(factory) as server:
+        reader, writer, _ = await open_raw(server)
+        try:
+            writer.write(masked(Opcode.TEXT, b"str"))
+            assert await read_frame(reader) == (Opcode.TEXT, b"echo: str")
+            writer.write(masked(Opcode.BINARY, b"\x00raw"))
+            assert await read_frame(reader) == (Opcode.BINARY, b"\x00raw")
+            writer.write(masked(Opcode.TEXT, b"list"))
+            assert [await read_frame(reader) for _ in range(3)] == [
+                (Opcode.TEXT, b"one"), (Opcode.BINARY, b"two"), (Opcode.TEXT, b"three")]
+            writer.write(masked(Opcode.TEXT, b"bytearray"))
+            assert await read_frame(reader) == (Opcode.BINARY, b"bytes-like")
+            writer.write(masked(Opcode.TEXT, b"async"))
+            assert await read_frame(reader) == (Opcode.TEXT, b"later")
+        finally:
+            await close_raw(writer)
+
+
+class ReturnsMistakes(Recorder):
+    def on_message(self, ws: corral.WebSocket, message: str | bytes) -> Any:
+        if message == "async":
+            return self._later()
+        return {"dict": {"type": "chat"}, "int": 42, "list": ["fine", 3.5]}[str(message)]
+
+    async def _later(self) -> Any:
+        return object()
+
+
+class OpensWithAMistake(Recorder):
+    def on_open(self, ws: corral.WebSocket) -> Any:
+        super().on_open(ws)
+        return 7
+
+
+@pytest.mark.parametrize(("trigger", "named"), [
+    ("open", "OpensWithAMistake.on_open returned an int (7)"),
+    ("dict", "ReturnsMistakes.on_message returned a dict ({'type': 'chat'}) (to send JSON, "
+             "return json.dumps(...))"),
+    ("int", "ReturnsMistakes.on_message returned an int (42)"),
+    ("list", "ReturnsMistakes.on_message returned a list holding a float (3.5)"),
+    ("async", "ReturnsMistakes.on_message returned an object (<object object at"),
+])
+async def test_a_returned_value_that_is_no_command_names_the_callback_and_its_type(
+    crash_expected: None, trigger: str, named: str
+) -> None:
+    """Not "not a corral command: 'e'": the error says which callback returned what, and
+    what a callback may return. The connection closes with 1011, as for any crash."""
+    factory, made = spawn(OpensWithAMistake if trigger == "open" else ReturnsMistakes)
+    async with serve(factory) as server:
+        reader, writer, _ = await open_raw(server)
+        try:
+            if trigger != "open":
+                writer.write(masked(Opcode.TEXT, trigger.encode()))
+            if trigger == "list":
+                assert await read_frame(reader) == (Opcode.TEXT, b"fine")
+            assert await read_frame(reader) == (Opcode.CLOSE, close_payload(1011))
+            writer.write(masked(Opcode.CLOSE, close_payload(1011)))
+        finally:
+            await close_raw(writer)
+        reason = await closed(made[0])
+    assert reason.kind is CloseKind.CRASH
+    assert isinstance(reason.error, TypeError)
+    assert str(reason.error).startswith(named), str(reason.error)
+    assert "a message to send (str for text, bytes for binary)" in str(reason.error)
+
+
+def test_close_kind_prints_as_its_value() -> None:
+    assert str(CloseKind.REMOTE) == "remote"
+    assert f"{CloseKind.PROTOCOL_ERROR}" == "protocol_error"
+    assert CloseKind("lost") is CloseKind.LOST
