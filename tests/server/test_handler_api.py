@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import os
+import re
 import struct
 import threading
 import time
@@ -1079,3 +1081,67 @@ def test_close_kind_prints_as_its_value() -> None:
     assert str(CloseKind.REMOTE) == "remote"
     assert f"{CloseKind.PROTOCOL_ERROR}" == "protocol_error"
     assert CloseKind("lost") is CloseKind.LOST
+
+
+# -- what is registered is checked when it is registered --------------------------------------
+
+
+def _plain(ws: Any) -> None:
+    """A first try: a plain function of the connection."""
+
+
+async def _asgi(scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI application."""
+
+
+class _AsgiApp:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """An ASGI application object, as Starlette and FastAPI make."""
+
+
+async def _two(ws: Any, extra: Any) -> None:
+    """An async def with one argument too many."""
+
+
+async def _agen(ws: Any) -> Any:
+    yield ws
+
+
+@pytest.mark.parametrize(("target", "says"), [
+    (_plain, "_plain needs 1 argument(s), but corral calls what it is given with none"),
+    (_asgi, "looks like an ASGI application"),
+    (_AsgiApp(), "looks like an ASGI application"),
+    (_two, "_two takes 2 arguments: an async def handler takes one, the connection"),
+    (_agen, "_agen is a generator function"),
+    (42, "not a WebSocket handler: 42"),
+])
+def test_a_handler_that_cannot_work_is_refused_when_registered(target: Any, says: str) -> None:
+    """Not a 500 on every connection later: Router.websocket, serve() and run() refuse it at
+    once, saying what to write instead."""
+    with pytest.raises(TypeError, match=re.escape(says)):
+        corral.Router().websocket("/", target)
+    with pytest.raises(TypeError, match=re.escape(says)):
+        corral.serve(target)
+    with pytest.raises(TypeError, match=re.escape(says)):
+        corral.run(target, use_uvloop=False, malloc_tuning=False)
+
+
+def test_what_can_work_is_still_accepted() -> None:
+    async def handler(ws: Any) -> None:
+        """The async for style."""
+
+    router = corral.Router()
+    router.websocket("/a", Echo).websocket("/b", handler).websocket("/c", lambda: Echo())
+    assert [route.websocket is not None for route in router.routes] == [True, True, True]
+
+
+async def test_serve_without_await_is_warned_about_where_it_was_called() -> None:
+    with pytest.warns(RuntimeWarning, match="never awaited, so no server started") as caught:
+        corral.serve(Echo, port=0)  # the mistake: no await
+        gc.collect()
+    assert caught[0].filename == __file__
+
+
+async def test_run_inside_a_running_loop_says_to_await_serve() -> None:
+    with pytest.raises(RuntimeError, match=re.escape("use `server = await corral.serve(...)`")):
+        corral.run(Echo)

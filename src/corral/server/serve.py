@@ -6,6 +6,8 @@ import asyncio
 import logging
 import signal
 import ssl as ssl_module
+import sys
+import warnings
 from collections.abc import Generator
 from types import TracebackType
 from typing import Any
@@ -217,16 +219,32 @@ class serve:
         broker: str | Broker | None = None,
         **option_changes: Any,
     ) -> None:
+        caller = sys._getframe(1)
+        self._called_at = (caller.f_code.co_filename, caller.f_lineno)
         opts = options or Options()
         if option_changes:
             opts = opts.replace(**option_changes)
         self._server = Server(as_router(app), opts, broker)
         self._args = (host, port)
         self._kwargs = dict(ssl=ssl, uds=uds, sock=sock, reuse_port=reuse_port, backlog=backlog)
+        self._started = False  # set last: a serve() that raised above is not warned about
 
     async def _go(self) -> Server:
+        self._started = True
         await self._server._start(*self._args, **self._kwargs)
         return self._server
+
+    def __del__(self) -> None:
+        # `corral.serve(app)` without await starts nothing and, unlike a coroutine, would
+        # not even be warned about: say so where it was called.
+        if not getattr(self, "_started", True):
+            filename, lineno = self._called_at
+            warnings.warn_explicit(
+                "corral.serve(...) was never awaited, so no server started: write "
+                "`server = await corral.serve(...)` or `async with corral.serve(...) as "
+                "server:` inside async code, or call corral.run(...) from plain code",
+                RuntimeWarning, filename, lineno,
+            )
 
     def __await__(self) -> Generator[Any, None, Server]:
         return self._go().__await__()
@@ -288,6 +306,14 @@ def run(
 
     ``malloc_tuning`` (glibc): keep up to 64 MiB of freed memory in the heap rather than
     handing it back after every large message (see ``tune_malloc``)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("corral.run() starts its own event loop and cannot run inside "
+                           "one: in async code, use `server = await corral.serve(...)`")
+    router = as_router(app)  # a handler that cannot work is refused before anything starts
     if use_uvloop:
         install_uvloop()
     if malloc_tuning:
@@ -295,7 +321,7 @@ def run(
     ssl = ssl_context(tls_cert, tls_key) if tls_cert else None
 
     async def main() -> None:
-        server = await serve(app, host, port, ssl=ssl, **kwargs)
+        server = await serve(router, host, port, ssl=ssl, **kwargs)
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
