@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .options import DeflateSettings, Options
+from .protocol.handshake import check_accept_headers
 from .request import Request, Response
 
 if TYPE_CHECKING:
@@ -60,6 +61,10 @@ class Accept:
     headers: list[tuple[str, str]] = field(default_factory=list)
     options: Options | dict[str, Any] | None = None
     compress: bool | DeflateSettings | None = None
+
+    def __post_init__(self) -> None:
+        # Refused here, in the handler's own upgrade(), rather than when the 101 is built.
+        check_accept_headers(self.headers)
 
 
 class Reject(Response):

@@ -513,7 +513,8 @@ def test_4_2_2_build_http_response() -> None:
     assert response.body == b"WebSocket required"
     assert response.headers.get("Content-Type") == "text/plain; charset=utf-8"
     assert response.headers.get("Content-Length") == "18"
-    assert response.headers.get_all("Connection") == ["close", "Upgrade"]
+    # One Connection field, with both options (#11: it was "close" and "Upgrade" apart).
+    assert response.headers.get_all("Connection") == ["Upgrade, close"]
 
 
 def test_4_2_2_build_http_response_options() -> None:
@@ -528,6 +529,16 @@ def test_4_2_2_build_http_response_options() -> None:
         200, body=b"{}", content_type=None, headers=[("Content-Type", "application/json")]
     )
     assert own_type.count(b"Content-Type") == 1
+    # A Content-Type among the headers wins over content_type's default: never two.
+    given = build_http_response(401, body=b"{}", headers=[("Content-Type", "application/json")])
+    assert given.count(b"Content-Type") == 1 and b"application/json" in given
+    with pytest.raises(ValueError, match="Content-Length is set by corral"):
+        build_http_response(200, body=b"x", headers=[("content-length", "5")])
+    with pytest.raises(ValueError, match="Transfer-Encoding is set by corral"):
+        build_http_response(200, headers=[("Transfer-Encoding", "chunked")])
+    # A Connection option given (any case) is merged with close, not repeated.
+    merged = build_http_response(503, headers=[("connection", "Close, keep-alive")])
+    assert merged.count(b"Connection") == 1 and b"Connection: Close, keep-alive\r\n" in merged
     assert build_http_response(599).startswith(b"HTTP/1.1 599 \r\n")
     no_content = build_http_response(204)
     assert b"Content-Length" not in no_content
@@ -687,3 +698,19 @@ def test_4_1_extensions_returned_for_the_caller_to_check() -> None:
 def test_4_1_malformed_extensions_is_invalid_response() -> None:
     with pytest.raises(InvalidResponse):
         check_response(with_extra(("Sec-WebSocket-Extensions", "a;")), KEY)
+
+
+@pytest.mark.parametrize("name", ["Sec-WebSocket-Protocol", "sec-websocket-extensions",
+                                  "Upgrade", "Connection", "Sec-WebSocket-Accept",
+                                  "Content-Length"])
+def test_4_2_2_a_101_field_of_corrals_is_not_taken_from_extra_headers(name: str) -> None:
+    """The handshake's own fields are set once, by corral: given again in Accept(headers=)
+    they are refused where the handler makes the Accept, naming where they come from."""
+    from corral import Accept
+
+    with pytest.raises(ValueError, match=f"{name} is set by corral in the 101 answer"):
+        Accept(headers=[(name, "x")])
+    info = check_request(make_request())
+    with pytest.raises(ValueError, match="set by corral"):
+        build_accept(info, headers=[(name, "x")])
+    assert Accept(headers=[("X-Server", "corral")]).headers == [("X-Server", "corral")]

@@ -75,12 +75,18 @@ class HTTPAnswer:
     def get_all(self, name: str) -> list[str]:
         return [value for field, value in self.headers if field == name.lower()]
 
+    def repeated(self) -> list[str]:
+        """Fields sent more than once (Set-Cookie may be: its values cannot be joined)."""
+        names = [field for field, _ in self.headers if field != "set-cookie"]
+        return sorted({name for name in names if names.count(name) > 1})
 
-async def read_answer(reader: asyncio.StreamReader) -> HTTPAnswer:
+
+async def read_answer(reader: asyncio.StreamReader, *, body: bool = True) -> HTTPAnswer:
+    """One answer; ``body=False`` for the answer to a HEAD request (a length, no body)."""
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
     answer = HTTPAnswer(head[:-4], b"")
     length = answer.get_all("content-length")
-    if length:
+    if length and body:
         answer.body = await asyncio.wait_for(reader.readexactly(int(length[0])), 2)
     return answer
 
@@ -206,6 +212,7 @@ async def test_refusal_is_answered_then_server_still_serves(
 ) -> None:
     answer, closed = await exchange(server, request_bytes)
     assert answer.status == status
+    assert answer.repeated() == []
     if header is not None:
         assert header[1] in answer.get_all(header[0])
     # A short human-readable reason, never a traceback.
@@ -218,10 +225,82 @@ async def test_refusal_is_answered_then_server_still_serves(
 
 
 async def test_refusal_of_plain_get_keeps_the_upgrade_hint(server: corral.Server) -> None:
-    # RFC 7230 6.7: a 426 names the protocol to upgrade to, with Connection: upgrade.
+    # RFC 7230 6.7: a 426 names the protocol to upgrade to, with Connection: upgrade; and the
+    # connection closes after it: one Connection field with both options.
     answer, _ = await exchange(server, b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert answer.status == 426
-    assert any("upgrade" in value.lower() for value in answer.get_all("connection"))
+    assert answer.get_all("connection") == ["Upgrade, close"]
+
+
+class Answers(corral.Handler):
+    """Refuses or accepts by the request's query, in each way a handler can."""
+
+    def upgrade(self, request: corral.Request) -> Any:
+        kind = request.query_param("kind")
+        if kind == "json-reject":
+            # The case from the issue: its own Content-Type, which used to be sent twice.
+            return corral.Reject(401, b'{"error": "login"}', [("Content-Type", "application/json")])
+        if kind == "reject-cookies":
+            return corral.Reject(403, "no", [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")])
+        if kind == "raise":
+            raise RuntimeError("upgrade failed")
+        if kind == "full":
+            return corral.Accept(subprotocol="chat", headers=[("X-Server", "corral")],
+                                 compress=True)
+        return corral.Accept()
+
+
+def every_kind_router(static: str) -> corral.Router:
+    router = corral.Router()
+    router.websocket("/ws", Answers, subprotocols=["chat"])
+    router.http("/text", lambda request: corral.Response.text("text"))
+    router.http("/json", lambda request: corral.Response.json({"a": 1}))
+    router.http("/html", lambda request: corral.Response.html("<p>"))
+    router.http("/typed", lambda request: corral.Response(
+        200, b"x", [("Content-Type", "application/octet-stream")]))
+    router.http("/empty", lambda request: corral.Response(204, content_type=None))
+    router.static("/static", static)
+    return router
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (upgrade("/ws?kind=accept"), 101),
+    (upgrade("/ws?kind=full", extra=("Sec-WebSocket-Protocol: chat",
+                                     "Sec-WebSocket-Extensions: permessage-deflate")), 101),
+    (upgrade("/ws?kind=json-reject"), 401),
+    (upgrade("/ws?kind=reject-cookies"), 403),
+    (upgrade("/ws?kind=raise"), 500),
+    (b"GET /text HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+    (b"GET /json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 200),
+    (b"GET /html HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+    (b"HEAD /html HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+    (b"GET /typed HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+    (b"GET /empty HTTP/1.1\r\nHost: x\r\n\r\n", 204),
+    (b"GET /static/page.txt HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+    (b"GET /static/missing HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+    (b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n", 426),
+], ids=lambda value: value if isinstance(value, int) else value.split(b"\r\n")[0].decode())
+async def test_no_response_repeats_a_field(
+    request_bytes: bytes, status: int, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every kind of answer corral makes (101s, refusals, HTTP routes, static files, the 500
+    of a failing handler): each field at most once, Content-Type as the handler gave it."""
+    (tmp_path / "page.txt").write_text("page")
+    async with corral.serve(every_kind_router(str(tmp_path)), port=0, close_timeout=1) as srv:
+        reader, writer = await open_raw(srv)
+        try:
+            writer.write(request_bytes)
+            answer = await read_answer(reader, body=not request_bytes.startswith(b"HEAD"))
+        finally:
+            await close_raw(writer)
+    assert answer.status == status
+    assert answer.repeated() == []
+    if status == 401:
+        assert answer.get_all("content-type") == ["application/json"]
+    if status == 403:
+        assert answer.get_all("set-cookie") == ["a=1", "b=2"]
+    if status == 500:
+        caplog.clear()  # the handler's failure is logged on purpose
 
 
 async def test_unsupported_version_lists_supported_ones(server: corral.Server) -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "build_accept",
     "build_http_response",
     "build_request",
+    "check_accept_headers",
     "check_request",
     "check_response",
     "format_extension_header",
@@ -480,7 +481,8 @@ def build_accept(
     extensions: str | None = None,
     headers: Sequence[tuple[str, str]] = (),
 ) -> bytes:
-    """The server's 101 answer (section 4.2.2, step 5), ``headers`` appended last."""
+    """The server's 101 answer (section 4.2.2, step 5), ``headers`` appended last; a field
+    of the handshake itself among them is refused (ValueError): corral sets it."""
     if subprotocol is None and not extensions and not headers:
         # The usual answer: one template, only the accept key (base64, so ASCII) varies.
         return b"%s%s\r\n\r\n" % (_PLAIN_101, accept_key(info.key).encode("ascii"))
@@ -493,8 +495,28 @@ def build_accept(
         fields.append(("Sec-WebSocket-Protocol", _require_token(subprotocol)))
     if extensions:
         fields.append(("Sec-WebSocket-Extensions", extensions))
+    check_accept_headers(headers)
     fields.extend(headers)
     return _encode("HTTP/1.1 101 Switching Protocols", fields)
+
+
+def check_accept_headers(headers: Sequence[tuple[str, str]]) -> None:
+    """Refuse (ValueError) extra 101 headers that would repeat or contradict a field of the
+    handshake itself, which corral sets."""
+    for name, _ in headers:
+        source = _HANDSHAKE_FIELDS.get(name.lower())
+        if source is not None:
+            raise ValueError(f"{name} is set by corral in the 101 answer{source}; remove it "
+                             "from the headers")
+
+
+# The 101's own fields, and where each comes from.
+_HANDSHAKE_FIELDS = {
+    "upgrade": "", "connection": "", "sec-websocket-accept": "",
+    "sec-websocket-protocol": " (from Accept(subprotocol=...))",
+    "sec-websocket-extensions": " (from the negotiated compression)",
+    "content-length": "", "transfer-encoding": "",
+}
 
 
 def build_http_response(
@@ -523,18 +545,35 @@ def build_http_response(
     if _FORBIDDEN_IN_VALUE.search(reason):
         raise ValueError("invalid reason phrase: CR, LF or NUL")
     data = body.encode("utf-8") if isinstance(body, str) else body
+    given = {name.lower() for name, _ in headers}
+    for name in _COMPUTED & given:
+        raise ValueError(f"{_COMPUTED_NAMES[name]} is set by corral from the body; remove it "
+                         "from the headers")
     fields: list[tuple[str, str]] = []
     if status < 200 or status in (204, 304):
         if data:
             raise ValueError(f"a {status} response has no body")
     else:
-        if data and content_type is not None:
+        # A Content-Type among the headers is the one sent: never two.
+        if data and content_type is not None and "content-type" not in given:
             fields.append(("Content-Type", content_type))
         fields.append(("Content-Length", str(len(data))))
+    extra = list(headers)
     if not keep_alive:
-        fields.append(("Connection", "close"))
-    fields.extend(headers)
+        # One Connection field: the headers' options (a 426's "Upgrade") and "close".
+        options = [token.strip() for name, value in extra if name.lower() == "connection"
+                   for token in value.split(",") if token.strip()]
+        extra = [(name, value) for name, value in extra if name.lower() != "connection"]
+        if "close" not in (token.lower() for token in options):
+            options.append("close")
+        fields.append(("Connection", ", ".join(options)))
+    fields.extend(extra)
     return _encode(f"HTTP/1.1 {status} {reason}", fields, data)
+
+
+# Fields build_http_response computes from the body itself.
+_COMPUTED_NAMES = {"content-length": "Content-Length", "transfer-encoding": "Transfer-Encoding"}
+_COMPUTED = frozenset(_COMPUTED_NAMES)
 
 
 def build_request(
