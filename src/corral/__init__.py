@@ -21,6 +21,7 @@ from .exceptions import (
     PayloadTooBig,
     ProtocolError,
     PublishError,
+    StartupError,
     UnsupportedVersion,
 )
 from .handler import (
@@ -93,6 +94,7 @@ __all__ = [
     "Router",
     "Server",
     "SetOptions",
+    "StartupError",
     "StaticFiles",
     "Text",
     "Topics",

@@ -8,6 +8,7 @@ Each command is one argparse subcommand with its own ``_cmd_*`` function, so a n
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import importlib
 import inspect
@@ -15,9 +16,10 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from .exceptions import StartupError
 from .handler import Handler
 from .options import COMPRESSION_PRESETS, DeflateSettings
 from .server import Router, run
@@ -25,15 +27,22 @@ from .server.router import App
 from .server.serve import ssl_context
 from .server.workers import EXIT_USAGE, reserve_port, supervise, watch_supervisor
 
-__all__ = ["AppLoadError", "build_parser", "load_app", "main"]
+__all__ = ["EXIT_STARTUP", "AppLoadError", "app_factory", "build_parser", "find_app", "load_app",
+           "main"]
+
+#: The exit status when a startup hook or the app factory fails (as uvicorn's).
+EXIT_STARTUP = 3
 
 _RUN_EPILOG = """\
 MODULE:ATTR names what to serve. ATTR (dotted for nested attributes) is one of:
   - a corral.Router;
   - a corral.Handler subclass (one instance per connection, on every path);
   - an `async def handler(ws)` coroutine function (on every path);
-  - a factory: any other callable taking no arguments, called once at start-up,
-    that returns one of the above, e.g. `corral run corral.examples.echo:app`.
+  - a factory: any other callable taking no arguments, plain or `async def`, called
+    once inside the event loop at start-up (so it may start tasks, e.g. a feed that
+    publishes to topics), that returns one of the above,
+    e.g. `corral run corral.examples.echo:app`. With --workers, in every worker.
+A failing factory or startup hook (Router(on_startup=[...])) stops with exit status 3.
 The current directory is put first on sys.path, so local modules can be named.
 SIGINT or SIGTERM shuts the server down gracefully: open connections are closed with 1001.
 
@@ -71,8 +80,8 @@ def _servable(obj: Any) -> bool:
 
 
 def _is_factory(obj: Any) -> bool:
-    """A plain callable that can be called with no arguments (not a class, not ``async``)."""
-    if inspect.isclass(obj) or inspect.iscoroutinefunction(obj) or not callable(obj):
+    """A callable that can be called with no arguments (not a class), plain or ``async``."""
+    if inspect.isclass(obj) or not callable(obj):
         return False
     try:
         inspect.signature(obj).bind()
@@ -94,12 +103,11 @@ def _import_module(name: str) -> Any:
         raise AppLoadError(f"error while importing {name!r}:\n{traceback.format_exc()}") from None
 
 
-def load_app(spec: str) -> App:
-    """Import ``MODULE:ATTR`` and return something :func:`corral.serve` accepts.
-
-    A zero-argument factory is called once and must return a Router, a Handler subclass or
-    an ``async def handler(ws)``. Raises :class:`AppLoadError` with a message for the user.
-    """
+def find_app(spec: str) -> tuple[Any, bool]:
+    """Import ``MODULE:ATTR``: what :func:`corral.serve` accepts, or a factory of it, and
+    whether it is a factory (a function of no arguments, plain or ``async def``, which
+    ``corral run`` calls inside the event loop). Raises :class:`AppLoadError` with a message
+    for the user."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise AppLoadError(f"expected MODULE:ATTR, got {spec!r}")
@@ -110,24 +118,45 @@ def load_app(spec: str) -> App:
         except AttributeError:
             raise AppLoadError(f"{module_name!r} has no attribute {attr!r}") from None
     if _servable(obj):
-        return obj  # type: ignore[no-any-return]
+        return obj, False
     if _is_factory(obj):
+        return obj, True
+    raise AppLoadError(
+        f"{spec!r} is {_describe(obj)}, not a Router, a Handler subclass, an "
+        "`async def handler(ws)` or a factory of no arguments returning one"
+    )
+
+
+def app_factory(obj: Any, spec: str) -> Callable[[], Coroutine[Any, Any, App]]:
+    """The factory ``obj`` as ``corral.run(..., factory=True)`` calls it: awaited when it is
+    ``async def``, what it returns checked, each failure an AppLoadError for the user."""
+
+    async def make() -> App:
         try:
             made = obj()
+            if inspect.isawaitable(made):
+                made = await made
         except (Exception, SystemExit):
             raise AppLoadError(
                 f"calling the factory {spec!r} failed:\n{traceback.format_exc()}"
             ) from None
-        if _servable(made):
-            return made  # type: ignore[no-any-return]
-        raise AppLoadError(
-            f"the factory {spec!r} returned {_describe(made)}, not a Router, a Handler "
-            "subclass or an `async def handler(ws)`"
-        )
-    raise AppLoadError(
-        f"{spec!r} is {_describe(obj)}, not a Router, a Handler subclass, an "
-        "`async def handler(ws)` or a zero-argument factory returning one"
-    )
+        if not _servable(made):
+            raise AppLoadError(
+                f"the factory {spec!r} returned {_describe(made)}, not a Router, a Handler "
+                "subclass or an `async def handler(ws)`"
+            )
+        return made  # type: ignore[no-any-return]
+
+    return make
+
+
+def load_app(spec: str) -> App:
+    """Import ``MODULE:ATTR`` and return something :func:`corral.serve` accepts, calling a
+    factory (in an event loop of its own: ``corral run`` calls it in the server's loop)."""
+    obj, is_factory = find_app(spec)
+    if not is_factory:
+        return obj  # type: ignore[no-any-return]
+    return asyncio.run(app_factory(obj, spec)())
 
 
 # -- argument types ----------------------------------------------------------------------------
@@ -343,27 +372,29 @@ def _cmd_supervise(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    def load() -> App:
+    def load() -> tuple[Any, bool]:
         cwd = os.getcwd()
         if cwd not in sys.path:
             sys.path.insert(0, cwd)
-        return load_app(args.app)
+        obj, is_factory = find_app(args.app)
+        return (app_factory(obj, args.app), True) if is_factory else (obj, False)
 
     return _serve(args, load)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    def load() -> App:
+    def load() -> tuple[Any, bool]:
         from .examples.chat import server as chat
 
-        return chat.app(history=args.history)
+        return chat.app(history=args.history), False
 
     return _serve(args, load)
 
 
-def _serve(args: argparse.Namespace, load: Callable[[], App]) -> int:
-    """Serve what ``load`` gives, in this process or (``--workers``) in supervised workers,
-    each running the same command again."""
+def _serve(args: argparse.Namespace, load: Callable[[], tuple[Any, bool]]) -> int:
+    """Serve what ``load`` gives (the app, or a factory called in the event loop, and which
+    it is), in this process or (``--workers``) in supervised workers, each running the same
+    command again."""
     if args.tls_key and not args.tls_cert:
         args.parser.error("--tls-key needs --tls-cert")
     if args.uds and args.workers > 1:
@@ -375,7 +406,7 @@ def _serve(args: argparse.Namespace, load: Callable[[], App]) -> int:
     if args.workers > 1:
         return _cmd_supervise(args)
     try:
-        app = load()
+        app, is_factory = load()
     except AppLoadError as exc:
         print(f"corral: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -388,7 +419,15 @@ def _serve(args: argparse.Namespace, load: Callable[[], App]) -> int:
         keywords["reuse_port"] = True
     try:
         run(app, args.host, args.port, tls_cert=args.tls_cert, tls_key=args.tls_key,
-            uds=args.uds, **keywords)
+            uds=args.uds, factory=is_factory, **keywords)
+    except StartupError as exc:
+        if isinstance(exc.__cause__, AppLoadError):  # the factory failed or made nothing
+            print(f"corral: error: {exc.__cause__}", file=sys.stderr)
+            return EXIT_USAGE
+        cause = exc.__cause__
+        details = "".join(traceback.format_exception(cause)) if cause is not None else ""
+        print(f"corral: error: {exc}\n{details}", file=sys.stderr, end="")
+        return EXIT_STARTUP
     except OSError as exc:  # the address is taken, a certificate file is missing or bad...
         print(f"corral: error: cannot start the server: {exc}", file=sys.stderr)
         return 1

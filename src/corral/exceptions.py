@@ -16,7 +16,8 @@ Every error a caller may want to catch derives from :class:`CorralError`::
     │   ├── ConnectionClosedOK         closed with 1000 or 1001
     │   └── ConnectionClosedError      closed with any other code, or without a close frame
     ├── InvalidURI                 a ws:// or wss:// URL could not be used
-    └── PublishError               a broker could not take a published message (Redis down)
+    ├── PublishError               a broker could not take a published message (Redis down)
+    └── StartupError               a startup hook failed: the server did not start
 
 Protocol errors carry the close code to send, so the connection maps an error to the wire
 in one place (`ProtocolError.close_code`); the text of an internal error never reaches the
@@ -42,6 +43,7 @@ __all__ = [
     "PayloadTooBig",
     "ProtocolError",
     "PublishError",
+    "StartupError",
     "UnsupportedVersion",
 ]
 
@@ -158,6 +160,15 @@ class PublishError(CorralError):
         super().__init__(f"publish to {topic!r} failed: {reason}")
         self.topic = topic
         self.reason = reason
+
+
+class StartupError(CorralError):
+    """A startup hook raised: the server did not start (nothing was listening yet). The hook's
+    exception is the ``__cause__``; ``hook`` names it."""
+
+    def __init__(self, hook: str, error: BaseException) -> None:
+        super().__init__(f"startup hook {hook} failed: {type(error).__name__}: {error}")
+        self.hook = hook
 
 
 def closed_error(code: int, reason: str = "") -> ConnectionClosed:

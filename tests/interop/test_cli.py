@@ -438,3 +438,86 @@ async def test_demo_scales_out_with_workers_and_redis(redis_server: Any) -> None
             await ws.close()
         code, stderr = await stop(process)
     assert code == 0, stderr
+
+
+# -- factories in the event loop, startup hooks, corral.run's log ----------------------------
+
+_FEED_APP = """
+import asyncio
+import corral
+
+class Subscriber(corral.Handler):
+    def on_open(self, ws):
+        ws.subscribe("prices")
+
+async def make():
+    # Called inside the server's loop: a task started here keeps running.
+    loop = asyncio.get_running_loop()
+
+    async def feed():
+        while True:
+            await asyncio.sleep(0.01)
+            if SERVER[0] is not None:  # set by the startup hook
+                SERVER[0].publish("prices", "tick")
+
+    TASKS.append(loop.create_task(feed()))
+    return corral.Router(on_startup=[remember]).websocket("/", Subscriber)
+
+SERVER = [None]
+TASKS = []
+
+def remember(server):
+    SERVER[0] = server
+
+def broken_factory():
+    raise RuntimeError("config missing")
+
+async def failing_hook():
+    raise ConnectionError("database unreachable")
+
+failing = corral.Router(on_startup=[failing_hook]).websocket("/", Subscriber)
+"""
+
+
+async def test_run_calls_an_async_factory_in_the_loop(tmp_path: Path) -> None:
+    """An `async def` factory runs inside the server's event loop, so a feed it starts
+    publishes to subscribers (the issue's price feed)."""
+    (tmp_path / "feedapp.py").write_text(_FEED_APP)
+    port = free_port()
+    process = await start("feedapp:make", "--port", str(port), cwd=tmp_path)
+    try:
+        ws = await connect_when_up(f"ws://127.0.0.1:{port}/", process)
+        assert await asyncio.wait_for(ws.recv(), 3) == "tick"
+        await ws.close()
+    finally:
+        returncode, stderr = await stop(process)
+    assert returncode == 0, stderr
+
+
+@pytest.mark.parametrize(("spec", "status", "says"), [
+    ("feedapp:failing", 3, "startup hook failing_hook failed: ConnectionError: database "
+                           "unreachable"),
+    ("feedapp:broken_factory", 2, "calling the factory 'feedapp:broken_factory' failed"),
+])
+async def test_run_stops_with_a_clear_error_when_startup_fails(
+    tmp_path: Path, spec: str, status: int, says: str
+) -> None:
+    (tmp_path / "feedapp.py").write_text(_FEED_APP)
+    process = await start(spec, "--port", str(free_port()), cwd=tmp_path)
+    _, stderr = await asyncio.wait_for(process.communicate(), 10)
+    assert process.returncode == status, stderr.decode()
+    assert says in stderr.decode()
+    assert "serving on" not in stderr.decode()
+
+
+def test_corral_run_logs_where_it_serves_without_logging_configured(tmp_path: Path) -> None:
+    """corral.run() from a plain script says where it serves, as `corral run` does."""
+    port = free_port()
+    script = (f"import corral, signal, threading\n"
+              f"async def h(ws):\n    pass\n"
+              f"threading.Timer(1.0, lambda: signal.raise_signal(signal.SIGTERM)).start()\n"
+              f"corral.run(h, '127.0.0.1', {port})\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=10, check=False)
+    assert result.returncode == 0, result.stderr
+    assert f"corral serving on ws://127.0.0.1:{port}" in result.stderr

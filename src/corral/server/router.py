@@ -11,7 +11,7 @@ import inspect
 import mimetypes
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union, cast
@@ -20,6 +20,7 @@ from ..async_api import AsyncWebSocket, CoroutineHandler
 from ..handler import Handler
 from ..options import Options
 from ..request import Request, Response
+from .lifecycle import Hook, check_hooks
 
 __all__ = ["HTTPHandler", "Route", "Router", "StaticFiles"]
 
@@ -119,10 +120,17 @@ class Route:
 
 
 class Router:
-    """Maps request paths to handlers; the first matching route wins."""
+    """Maps request paths to handlers; the first matching route wins.
 
-    def __init__(self) -> None:
+    ``on_startup`` and ``on_shutdown``: hooks run in the server's event loop before the first
+    connection is accepted and after the last one is closed, each called with the server or
+    with nothing, plain or ``async def`` (see :mod:`corral.server.lifecycle`)."""
+
+    def __init__(self, *, on_startup: Iterable[Hook] = (),
+                 on_shutdown: Iterable[Hook] = ()) -> None:
         self.routes: list[Route] = []
+        self.on_startup: list[Hook] = list(check_hooks(on_startup, "startup"))
+        self.on_shutdown: list[Hook] = list(check_hooks(on_shutdown, "shutdown"))
 
     def websocket(
         self,

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
 import ssl as ssl_module
 import sys
 import warnings
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
+from ..exceptions import StartupError
 from ..options import Options
 from ..protocol.frames import CloseCode
 from ..pubsub.broker import Broker, make_broker
 from ..pubsub.topics import Message, Topics
 from ..websocket import WebSocket
 from .http import HttpProtocol
+from .lifecycle import Hook, check_hooks, run_shutdown, run_startup
 from .registry import Registry
 from .router import App, Router, as_router
 
@@ -37,10 +40,20 @@ class Server:
     """A running corral server. ``close()`` shuts it down gracefully."""
 
     def __init__(
-        self, router: Router, options: Options, broker: str | Broker | None = None
+        self,
+        router: Router,
+        options: Options,
+        broker: str | Broker | None = None,
+        *,
+        on_startup: Iterable[Hook] = (),
+        on_shutdown: Iterable[Hook] = (),
     ) -> None:
         self.router = router
         self.options = options
+        # The router's hooks first, then those given to serve()/run().
+        self._on_startup = (*router.on_startup, *check_hooks(on_startup, "startup"))
+        self._on_shutdown = (*router.on_shutdown, *check_hooks(on_shutdown, "shutdown"))
+        self._started = False  # the startup hooks ran: the shutdown hooks will
         self.closing = False
         self._servers: list[asyncio.base_events.Server] = []
         self.registry = Registry()  # what is open: HTTP connections, WebSockets, tasks
@@ -63,6 +76,13 @@ class Server:
         if self._closed is None:
             self._closed = asyncio.Event()
             await self._topics.start()
+            try:
+                # Before anything listens: no connection is accepted until they are done.
+                await run_startup(self._on_startup, self)
+            except BaseException:
+                await self._topics.close()
+                raise
+            self._started = True
 
         def factory() -> HttpProtocol:
             return HttpProtocol(self, self.registry)
@@ -173,6 +193,8 @@ class Server:
                 await asyncio.wait(list(tasks), timeout=1.0)
         for server in self._servers:
             await server.wait_closed()
+        if self._started:  # after the last connection, while the broker is still there
+            await run_shutdown(self._on_shutdown, self)
         await self._topics.close()
         assert self._closed is not None
         self._closed.set()
@@ -200,8 +222,11 @@ class serve:
     ``app`` is a :class:`Router`, a :class:`~corral.Handler` subclass (one instance per
     connection, every path) or an ``async def handler(ws)``. ``broker`` carries publishes
     between processes: None or ``"memory"`` (this process only), ``"redis://host:port/db"``,
-    or a :class:`~corral.pubsub.Broker`. Keyword options not named here are :class:`Options`
-    fields, e.g. ``max_message_size=16 * 2**20``.
+    or a :class:`~corral.pubsub.Broker`. ``on_startup`` / ``on_shutdown``: hooks run after
+    the router's own (:class:`Router`), before the first connection is accepted and after
+    the last is closed; a failing startup hook raises :class:`~corral.StartupError` and
+    nothing is served. Keyword options not named here are :class:`Options` fields, e.g.
+    ``max_message_size=16 * 2**20``.
     """
 
     def __init__(
@@ -217,6 +242,8 @@ class serve:
         reuse_port: bool = False,
         backlog: int = 1024,
         broker: str | Broker | None = None,
+        on_startup: Iterable[Hook] = (),
+        on_shutdown: Iterable[Hook] = (),
         **option_changes: Any,
     ) -> None:
         caller = sys._getframe(1)
@@ -224,7 +251,8 @@ class serve:
         opts = options or Options()
         if option_changes:
             opts = opts.replace(**option_changes)
-        self._server = Server(as_router(app), opts, broker)
+        self._server = Server(as_router(app), opts, broker, on_startup=on_startup,
+                              on_shutdown=on_shutdown)
         self._args = (host, port)
         self._kwargs = dict(ssl=ssl, uds=uds, sock=sock, reuse_port=reuse_port, backlog=backlog)
         self._started = False  # set last: a serve() that raised above is not warned about
@@ -292,7 +320,7 @@ def install_uvloop() -> bool:
 
 
 def run(
-    app: App,
+    app: App | Callable[[], Any],
     host: str | None = "127.0.0.1",
     port: int | None = 8000,
     *,
@@ -300,11 +328,19 @@ def run(
     tls_key: str | None = None,
     use_uvloop: bool = True,
     malloc_tuning: bool = True,
+    factory: bool = False,
+    configure_logging: bool = True,
     **kwargs: Any,
 ) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, then shut down gracefully (close 1001).
 
-    ``malloc_tuning`` (glibc): keep up to 64 MiB of freed memory in the heap rather than
+    ``factory``: ``app`` is a function of no arguments, plain or ``async def``, called once
+    inside the event loop to make what is served, so it may start tasks there (a feed that
+    publishes to topics). ``on_startup`` / ``on_shutdown`` and the other keywords are those
+    of :func:`serve`; a failing startup hook or factory raises :class:`~corral.StartupError`
+    before anything is served. ``configure_logging``: when logging is not configured yet,
+    log corral's INFO messages (where it serves, the shutdown) to stderr, as ``corral run``
+    does. ``malloc_tuning`` (glibc): keep up to 64 MiB of freed memory in the heap rather than
     handing it back after every large message (see ``tune_malloc``)."""
     try:
         asyncio.get_running_loop()
@@ -313,7 +349,16 @@ def run(
     else:
         raise RuntimeError("corral.run() starts its own event loop and cannot run inside "
                            "one: in async code, use `server = await corral.serve(...)`")
-    router = as_router(app)  # a handler that cannot work is refused before anything starts
+    if factory:
+        if not callable(app):
+            raise TypeError(f"factory=True needs a function that makes the app, not {app!r}")
+        make = cast(Callable[[], Any], app)
+    else:
+        router = as_router(cast(App, app))  # one that cannot work is refused before anything runs
+        make = lambda: router  # noqa: E731
+    if configure_logging and not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if use_uvloop:
         install_uvloop()
     if malloc_tuning:
@@ -321,7 +366,15 @@ def run(
     ssl = ssl_context(tls_cert, tls_key) if tls_cert else None
 
     async def main() -> None:
-        server = await serve(router, host, port, ssl=ssl, **kwargs)
+        try:
+            made = make()
+            if inspect.isawaitable(made):
+                made = await made
+            served = as_router(made)
+        except Exception as exc:
+            name = getattr(app, "__qualname__", None) or repr(app)
+            raise StartupError(f"the app factory {name}", exc) from exc
+        server = await serve(served, host, port, ssl=ssl, **kwargs)
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
