@@ -89,9 +89,9 @@ async def test_a_startup_hook_can_start_a_feed_that_publishes_to_topics() -> Non
             ws.subscribe("prices")
 
     router = corral.Router(on_startup=[start], on_shutdown=[stop]).websocket("/", Subscriber)
-    async with corral.serve(router, port=0) as server:
-        async with corral.connect(f"ws://127.0.0.1:{server.port}/") as ws:
-            assert await asyncio.wait_for(ws.recv(), 2) == "tick"
+    async with corral.serve(router, port=0) as server, \
+            corral.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+        assert await asyncio.wait_for(ws.recv(), 2) == "tick"
     assert tasks[0].done()
 
 
