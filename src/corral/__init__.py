@@ -46,7 +46,7 @@ from .protocol.frames import CloseCode
 from .pubsub import Broker, MemoryBroker, PublishFailed, Topics
 from .reconnect import Reconnect, ReconnectingWebSocket
 from .request import Request, Response
-from .server import Router, Server, StaticFiles, run, serve
+from .server import Router, RouteShadowedWarning, Server, StaticFiles, run, serve
 from .websocket import WebSocket
 
 __version__ = "0.1.0"
@@ -91,6 +91,7 @@ __all__ = [
     "Request",
     "Response",
     "Resume",
+    "RouteShadowedWarning",
     "Router",
     "Server",
     "SetOptions",

@@ -53,6 +53,9 @@ class Options:
       the connection with 1013 (try again later), for clients that reconnect and resume.
     - ``max_header_count`` (100), ``max_header_bytes`` (16384), ``max_request_line`` (8192):
       HTTP request limits, answered with 431 / 414.
+    - ``max_body`` (1 MiB): the largest request body (``request.body``) of a plain HTTP
+      route, with ``Content-Length`` or chunked; a larger one is answered with 413 before it
+      is read.
     """
 
     max_message_size: int | None = MiB
@@ -72,6 +75,7 @@ class Options:
     max_header_count: int = 100
     max_header_bytes: int = 16384
     max_request_line: int = 8192
+    max_body: int = MiB
 
     def __post_init__(self) -> None:
         if self.compression is not None and not isinstance(self.compression, DeflateSettings):
@@ -93,6 +97,8 @@ class Options:
                      "max_request_line"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.max_body < 0:
+            raise ValueError("max_body must be 0 or more")
         origins = self.allowed_origins
         if origins is not None:
             if isinstance(origins, str):

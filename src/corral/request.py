@@ -57,6 +57,13 @@ class Request:
         return self.http.method
 
     @property
+    def body(self) -> bytes:
+        """The request body, whole (``Content-Length`` or chunked), at most the
+        ``max_body`` option's size (a larger one is answered with 413 before any handler
+        runs); empty for a WebSocket upgrade."""
+        return self.http.body
+
+    @property
     def path(self) -> str:
         return self.http.path
 

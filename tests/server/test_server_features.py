@@ -547,3 +547,86 @@ async def test_close_twice_and_concurrently() -> None:
         await server.wait_closed()
         with pytest.raises(corral.ConnectionClosedOK):
             await asyncio.wait_for(ws.recv(), 2)
+
+
+# -- complete HTTP routes: methods, bodies, redirects, shadowed routes ------------------------
+
+
+def methods_router() -> corral.Router:
+    router = corral.Router()
+    router.http("/items", lambda r: corral.Response.text(f"{r.method} {r.body!r}"),
+                methods=["get", "POST"])
+    router.http("/any", lambda r: corral.Response.text(r.method))
+    return router
+
+
+async def test_http_route_methods_others_get_405_with_allow() -> None:
+    async with corral.serve(methods_router(), port=0) as server:
+        assert (await http(server.port, "/items")).body == b"GET b''"
+        head = await http(server.port, "/items", "HEAD")  # GET brings HEAD
+        assert (head.status, head.body) == (200, b"")
+        posted = await http(server.port, "/items", "POST", "Content-Length: 3\r\n\r\nabc")
+        assert posted.body == b"POST b'abc'"
+        refused = await http(server.port, "/items", "DELETE")
+        assert refused.status == 405
+        assert refused.headers["allow"] == "GET, HEAD, POST"
+        assert (await http(server.port, "/any", "PATCH")).body == b"PATCH"  # no methods: all
+
+
+def test_http_route_methods_must_be_method_names() -> None:
+    for bad in ([], ["GET /"], ["G T"]):
+        with pytest.raises(ValueError, match="methods are HTTP method names"):
+            corral.Router().http("/", lambda r: corral.Response(), methods=bad)
+
+
+async def test_request_body_content_length_and_chunked_bounded_by_max_body() -> None:
+    async with corral.serve(methods_router(), port=0, max_body=10) as server:
+        exact = await http(server.port, "/items", "POST", "Content-Length: 10\r\n\r\n0123456789")
+        assert exact.body == b"POST b'0123456789'"
+        chunked = await http(server.port, "/items", "POST",
+                             "Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n2\r\nef\r\n0\r\n\r\n")
+        assert chunked.body == b"POST b'abcdef'"
+        # Over the limit: 413, by the declared length before the body is read...
+        too_long = await http(server.port, "/items", "POST", "Content-Length: 11\r\n\r\n")
+        assert too_long.status == 413
+        # ...or as the chunks arrive.
+        too_many = await http(server.port, "/items", "POST",
+                              "Transfer-Encoding: chunked\r\n\r\n8\r\n01234567\r\n"
+                              "8\r\n89abcdef\r\n0\r\n\r\n")
+        assert too_many.status == 413
+    with pytest.raises(ValueError, match="max_body"):
+        corral.Options(max_body=-1)
+
+
+async def test_static_prefix_without_slash_redirects(static_server: corral.Server) -> None:
+    answer = await http(static_server.port, "/static?v=2")
+    assert answer.status == 308
+    assert answer.headers["location"] == "/static/?v=2"
+    assert (await http(static_server.port, "/static", "POST")).status == 405
+
+
+def test_static_relative_directory_is_taken_from_the_current_directory(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(site.parent)
+    router = corral.Router().static("/s", "public")
+    monkeypatch.chdir("/")
+    files = router.routes[-1].http
+    assert isinstance(files, corral.StaticFiles) and files.root == site.resolve()
+
+
+def test_a_shadowed_route_is_warned_about_when_registered() -> None:
+    router = corral.Router().http("/api/{name}", lambda r: corral.Response())
+    with pytest.warns(corral.RouteShadowedWarning, match="'/api/list' is shadowed by the "
+                                                         "earlier route '/api/{name}'"):
+        router.http("/api/list", lambda r: corral.Response())
+    catch_all = corral.Router().websocket("/{path:path}", Echo)
+    with pytest.warns(corral.RouteShadowedWarning):
+        catch_all.static("/static", ".")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # Specific first, then general; and one route for HTTP and WebSocket together.
+        fine = corral.Router().http("/api/list", lambda r: corral.Response())
+        fine.http("/api/{name}", lambda r: corral.Response()).websocket("/api/{name}", Echo)

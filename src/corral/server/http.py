@@ -54,6 +54,7 @@ class HttpProtocol(asyncio.Protocol):
             max_request_line=opts.max_request_line,
             max_header_count=opts.max_header_count,
             max_header_bytes=opts.max_header_bytes,
+            max_body=opts.max_body,
         )
         self.transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -236,6 +237,10 @@ class HttpProtocol(asyncio.Protocol):
             return self._upgrade(request, route, params)
         if route.http is None:  # pragma: no cover - a route always has one of the two
             self._respond(request, Response(404, "not found\n"))
+            return None
+        if not route.allows(request.method):
+            self._respond(request, Response(405, "method not allowed\n",
+                                            [("Allow", route.allow_header)]))
             return None
         req = Request(request, None, None, params, transport=self.transport)
         result = route.http(req)

@@ -11,6 +11,7 @@ import inspect
 import mimetypes
 import os
 import re
+import warnings
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from ..options import Options
 from ..request import Request, Response
 from .lifecycle import Hook, check_hooks
 
-__all__ = ["HTTPHandler", "Route", "Router", "StaticFiles"]
+__all__ = ["HTTPHandler", "Route", "RouteShadowedWarning", "Router", "StaticFiles"]
 
 HTTPHandler = Callable[[Request], Response | Awaitable[Response]]
 HandlerFactory = Callable[[], Handler]
@@ -117,6 +118,16 @@ class Route:
     websocket: HandlerFactory | None = None
     http: HTTPHandler | None = None
     options: Options | dict[str, Any] | None = None
+    # The methods ``http`` answers (upper case; HEAD with GET); None: every method.
+    methods: frozenset[str] | None = None
+
+    def allows(self, method: str) -> bool:
+        return self.methods is None or method in self.methods
+
+    @property
+    def allow_header(self) -> str:
+        """The ``Allow`` field of a 405 (RFC 9110 15.5.6)."""
+        return ", ".join(sorted(self.methods or ()))
 
 
 class Router:
@@ -146,22 +157,49 @@ class Router:
         route.options = options
         return self
 
-    def http(self, pattern: str, handler: HTTPHandler) -> Router:
-        """Serve plain HTTP on ``pattern`` with ``handler(request) -> Response``."""
-        self._route(pattern).http = handler
+    def http(self, pattern: str, handler: HTTPHandler, *,
+             methods: Iterable[str] | None = None) -> Router:
+        """Serve plain HTTP on ``pattern`` with ``handler(request) -> Response`` (or an
+        awaitable of one). ``methods``: the methods it answers (``GET`` brings ``HEAD``);
+        the others get 405 with ``Allow``. None: every method."""
+        route = self._route(pattern)
+        route.http = handler
+        if methods is None:
+            route.methods = None
+        else:
+            allowed = {method.upper() for method in methods}
+            if not allowed or not all(_METHOD.fullmatch(method) for method in allowed):
+                raise ValueError(f"methods are HTTP method names, not {methods!r}")
+            if "GET" in allowed:
+                allowed.add("HEAD")  # RFC 9110 9.3.2: HEAD is GET without the body
+            route.methods = frozenset(allowed)
         return self
 
     def static(self, prefix: str, directory: str | os.PathLike[str]) -> Router:
-        """Serve the files under ``directory`` at ``prefix/...`` (GET and HEAD)."""
+        """Serve the files under ``directory`` at ``prefix/...`` (GET and HEAD); ``prefix``
+        itself redirects to ``prefix/``. A relative ``directory`` is taken from the current
+        directory when this is called (not when a request comes)."""
         prefix = prefix.rstrip("/")
-        self.http(prefix + "/{path:path}", StaticFiles(directory))
+        files = StaticFiles(directory)
+        if prefix:
+            self.http(prefix, _Redirect(prefix + "/"), methods=["GET"])
+        self.http(prefix + "/{path:path}", files, methods=["GET"])
         return self
 
     def _route(self, pattern: str) -> Route:
         for route in self.routes:
             if route.pattern == pattern:
                 return route
-        route = Route(pattern, _compile(pattern))
+        regex = _compile(pattern)
+        sample = _SAMPLE.sub("x", pattern)  # a path the new pattern matches
+        for earlier in self.routes:
+            if earlier.regex.match(sample):
+                warnings.warn(f"route {pattern!r} is shadowed by the earlier route "
+                              f"{earlier.pattern!r}, which matches its paths: the first "
+                              "matching route wins; register the more specific one first",
+                              RouteShadowedWarning, stacklevel=3)
+                break
+        route = Route(pattern, regex)
         self.routes.append(route)
         return route
 
@@ -171,6 +209,27 @@ class Router:
             if m is not None:
                 return route, m.groupdict()
         return None
+
+
+class RouteShadowedWarning(UserWarning):
+    """A route was registered after one that already matches its paths: it is never used."""
+
+
+_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Z-]+")  # RFC 9110 9.1: a token (upper-cased)
+_SAMPLE = re.compile(r"\{[^}]*\}")  # placeholders, replaced to make a sample path
+
+
+class _Redirect:
+    """Answers with a permanent redirect to ``location`` (the query kept): ``/static`` to
+    ``/static/``, so relative links in its index page resolve."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+
+    def __call__(self, request: Request) -> Response:
+        query = request.query_string
+        target = f"{self.location}?{query}" if query else self.location
+        return Response(308, "", [("Location", target)], content_type=None)
 
 
 class StaticFiles:
