@@ -158,6 +158,11 @@ class AsyncWebSocket(Handler):
         return self._session().broker
 
     @property
+    def latency(self) -> float | None:
+        """See :attr:`corral.WebSocket.latency`: the last keepalive round trip, seconds."""
+        return self.ws.latency if self.ws else None
+
+    @property
     def dropped_messages(self) -> int:
         """Messages not sent to this peer because of ``max_backpressure`` (publishes: this
         style's own ``send`` waits instead)."""

@@ -9,6 +9,7 @@ early re-arms itself for the remaining time, so deadlines cost nothing per messa
 from __future__ import annotations
 
 import asyncio
+import struct
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -19,6 +20,8 @@ __all__ = ["ANSWER_GRACE", "DeadlineHost", "Deadlines"]
 # How long a close owed to the peer may wait for the application to answer the messages that
 # came before it (seconds).
 ANSWER_GRACE = 1.0
+
+_PING_PAYLOAD = struct.Struct("!d").pack  # a keepalive ping's payload: its loop time
 
 
 class DeadlineHost(Protocol):
@@ -40,8 +43,8 @@ class DeadlineHost(Protocol):
     def deaf(self) -> bool:
         """We do not read the peer, by our own choice: its silence does not count."""
 
-    def send_keepalive(self) -> None:
-        """Send a keepalive ping (an empty one)."""
+    def send_keepalive(self, payload: bytes) -> None:
+        """Send a keepalive ping with this payload."""
 
     def idle_expired(self) -> None:
         """Nothing came for ``idle_timeout``: close."""
@@ -67,6 +70,8 @@ class Deadlines:
         "_keepalive",
         "_loop",
         "last_recv",
+        "latency",
+        "ping_payload",
         "ping_sent_at",
     )
 
@@ -80,6 +85,8 @@ class Deadlines:
         # Loop time of the last read from the peer, stamped by the session on every read.
         self.last_recv = loop.time()
         self.ping_sent_at = 0.0  # of the keepalive ping not answered yet; 0.0 if none
+        self.ping_payload = b""  # of the last keepalive ping: its pong measures the latency
+        self.latency: float | None = None  # the last keepalive round trip, in seconds
 
     # -- the close handshake -------------------------------------------------------------------
 
@@ -157,13 +164,23 @@ class Deadlines:
             return
         if not sent or self.last_recv >= sent:
             self.ping_sent_at = sent = now
-            host.send_keepalive()
+            # Its own payload (the send time), so that only its pong, not one answering an
+            # application's ping, is taken as its round trip.
+            self.ping_payload = _PING_PAYLOAD(now)
+            host.send_keepalive(self.ping_payload)
         interval = options.ping_interval
         if interval is not None:
             delay = interval
             if timeout is not None and sent:
                 delay = min(interval, max(0.0, sent + timeout - now))
             self._keepalive = self._loop.call_later(delay or interval, self._keepalive_due)
+
+    def pong_received(self, payload: bytes) -> None:
+        """Any pong shows the peer is there; the keepalive ping's own also gives the round
+        trip time (``latency``)."""
+        if self.ping_sent_at and payload == self.ping_payload:
+            self.latency = self._loop.time() - self.ping_sent_at
+        self.ping_sent_at = 0.0
 
     # -- the end ---------------------------------------------------------------------------------
 

@@ -31,7 +31,8 @@ class Options:
     - ``handshake_timeout`` (10): a client that has not finished its HTTP request by then
       is answered 408 and dropped (slow-loris protection).
     - ``close_timeout`` (10): how long to wait for the peer's side of the close handshake.
-    - ``ping_interval`` (None: off): send a keepalive ping this often when set.
+    - ``ping_interval`` (None: off): send a keepalive ping this often when set; its pong
+      gives ``ws.latency``, the round trip time.
     - ``ping_timeout`` (20): with keepalive on, a peer that sends nothing for this long after a
       ping is considered dead: TCP is dropped and ``on_close`` gets kind ``timeout``, 1006.
     - ``allowed_origins`` (None): browsers' Origin must match the Host header; a list allows

@@ -307,7 +307,7 @@ class Session:
             self._dispatch(handler.on_ping, ws, event.payload)
         elif kind is ev.Pong:
             if self.deadlines is not None:
-                self.deadlines.ping_sent_at = 0.0
+                self.deadlines.pong_received(event.payload)
             self._dispatch(handler.on_pong, ws, event.payload)
         elif kind is ev.CloseReceived:
             if self._closing_kind is None:
@@ -785,8 +785,8 @@ class Session:
         wait. Not when the peer itself does not read our writes: that is its fault."""
         return not self._reading and not self._write_paused
 
-    def send_keepalive(self) -> None:
-        self.ping(b"")
+    def send_keepalive(self, payload: bytes) -> None:
+        self.ping(payload)
 
     def idle_expired(self) -> None:
         self._timed_out()

@@ -111,6 +111,14 @@ class WebSocket(HandleCore):
         return wire.get_write_buffer_size() if wire is not None else 0
 
     @property
+    def latency(self) -> float | None:
+        """The round trip time of the last keepalive ping answered, in seconds (the time
+        from sending it to reading its pong, the peer's and both kernels' delays included);
+        None before the first, or without keepalive (``ping_interval``)."""
+        deadlines = self._session.deadlines
+        return deadlines.latency if deadlines is not None else None
+
+    @property
     def dropped_messages(self) -> int:
         """Data messages not sent because of ``max_backpressure``."""
         return self._session.dropped_messages

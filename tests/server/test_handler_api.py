@@ -797,13 +797,42 @@ async def test_keepalive_pings_reach_the_client_and_a_live_peer_stays() -> None:
     async with serve(factory, ping_interval=0.05, ping_timeout=0.1) as server:
         ws = await corral.connect(url(server), handler=client)
         try:
-            await eventually(lambda: client.events.count(("ping", b"")) >= 3)
+            await eventually(lambda: len(client.events) >= 3)
+            # Each keepalive ping has its own 8-byte payload (its send time).
+            assert {kind for kind, _ in client.events} == {"ping"}
+            assert all(len(payload) == 8 for _, payload in client.events)
             await asyncio.sleep(0.3)  # several ping timeouts: the client's pongs keep it
             assert ws.open
+            # The round trip of the last keepalive ping answered.
+            latency = made[0].ws.latency
+            assert latency is not None and 0 < latency < 0.5
+            assert ws.latency is None  # the client sends no keepalive pings of its own
         finally:
             ws.close()
             await asyncio.wait_for(ws.wait_closed(), 2)
     assert await closed(made[0]) == CloseReason(CloseKind.REMOTE, 1000, "")
+
+
+async def test_latency_comes_only_from_the_keepalive_pings_own_pong() -> None:
+    """A pong with another payload (an answer to an application's ping, or unsolicited)
+    keeps the peer alive but is no measure of the keepalive round trip."""
+    factory, made = spawn(Echo)
+    async with serve(factory, ping_interval=0.05, ping_timeout=1) as server:
+        reader, writer, _ = await open_raw(server)
+        try:
+            opcode, payload = await read_frame(reader)
+            assert opcode == Opcode.PING and len(payload) == 8
+            writer.write(masked(Opcode.PONG, b"other"))
+            await asyncio.sleep(0.1)
+            assert made[0].ws.latency is None
+            while True:  # the next keepalive ping, answered properly
+                opcode, payload = await read_frame(reader)
+                if opcode == Opcode.PING:
+                    break
+            writer.write(masked(Opcode.PONG, payload))
+            await eventually(lambda: made[0].ws.latency is not None)
+        finally:
+            await close_raw(writer)
 
 
 async def test_peer_that_stops_answering_is_dropped_after_ping_timeout() -> None:
@@ -812,7 +841,8 @@ async def test_peer_that_stops_answering_is_dropped_after_ping_timeout() -> None
         reader, writer, _ = await open_raw(server)
         try:
             start = time.monotonic()
-            assert await read_frame(reader) == (Opcode.PING, b"")
+            opcode, payload = await read_frame(reader)
+            assert (opcode, len(payload)) == (Opcode.PING, 8)
             # Never answer: the server gives up about ping_timeout after its ping.
             reason = await closed(made[0])
             assert 0.25 < time.monotonic() - start < 1.5
