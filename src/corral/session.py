@@ -381,6 +381,9 @@ class Session:
         self._flush()
 
     def _crash(self, exc: BaseException) -> None:
+        if (isinstance(exc, TypeError) and str(exc) == _AWAITED_BOOL
+                and _AWAIT_HINT not in getattr(exc, "__notes__", ())):
+            exc.add_note(_AWAIT_HINT)  # `await ws.send(...)` in a callback: say what to do
         logger.error("WebSocket handler %s crashed", type(self.handler).__name__, exc_info=exc)
         if self._closing_kind is None:
             self._closing_kind = CloseKind.CRASH
@@ -869,6 +872,15 @@ class Session:
         if kind is None:
             kind = CloseKind.REMOTE
         return CloseReason(kind, received[0], received[1])
+
+
+_AWAITED_BOOL = "object bool can't be used in 'await' expression"
+_AWAIT_HINT = (
+    "corral: in a callback handler, ws.send(), ws.ping(), ws.close() and the other WebSocket "
+    "methods act at once and return a bool: call them without await (await ws.drain() waits "
+    "for the write buffer). In the async for style (async def handler(ws)), ws.send() is a "
+    "coroutine to await."
+)
 
 
 def _a(noun: str) -> str:

@@ -1175,3 +1175,31 @@ async def test_serve_without_await_is_warned_about_where_it_was_called() -> None
 async def test_run_inside_a_running_loop_says_to_await_serve() -> None:
     with pytest.raises(RuntimeError, match=re.escape("use `server = await corral.serve(...)`")):
         corral.run(Echo)
+
+
+async def test_await_ws_send_in_a_callback_says_what_to_do(
+    crash_expected: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A first try with callbacks: `await ws.send(...)` in an async on_message. ws.send
+    returns a bool there; the crash report says to call it without await."""
+
+    class AwaitsSend(Recorder):
+        async def on_message(self, ws: corral.WebSocket, message: str | bytes) -> Any:
+            await ws.send(message)  # type: ignore[misc]
+
+    factory, made = spawn(AwaitsSend)
+    async with serve(factory) as server:
+        reader, writer, _ = await open_raw(server)
+        try:
+            writer.write(masked(Opcode.TEXT, b"hi"))
+            # The send itself went out before the await failed, then 1011.
+            assert await read_frame(reader) == (Opcode.TEXT, b"hi")
+            assert await read_frame(reader) == (Opcode.CLOSE, close_payload(1011))
+        finally:
+            await close_raw(writer)
+        reason = await closed(made[0])
+    assert reason.kind is CloseKind.CRASH
+    assert "call them without await" in "".join(getattr(reason.error, "__notes__", []))
+    # The note is in the logged traceback too.
+    logged = [caplog.handler.format(r) for r in caplog.records if r.exc_info]
+    assert any("call them without await" in text for text in logged)
