@@ -225,8 +225,19 @@ _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 #: The Options fields the command line sets (each only when given).
 OPTION_FLAGS = ("max_message_size", "idle_timeout", "ping_interval", "compression",
-                "allowed_origins")
+                "allowed_origins", "forwarded_allow_ips")
 PRESETS = (*COMPRESSION_PRESETS, "off")
+
+
+def _ip_list(text: str) -> tuple[str, ...]:
+    from .server.forwarded import TrustedProxies
+
+    entries = tuple(part.strip() for part in text.split(",") if part.strip())
+    try:
+        TrustedProxies(entries)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return entries
 
 
 def _compression(text: str) -> DeflateSettings | None:
@@ -316,6 +327,11 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
                          help="a browser Origin allowed to connect, e.g. https://app.example; "
                               "repeat for more, '*' allows any (default: the Origin's host "
                               "must be the Host header's)")
+    options.add_argument("--forwarded-allow-ips", dest="forwarded_allow_ips",
+                         metavar="IPS", default=argparse.SUPPRESS, type=_ip_list,
+                         help="comma-separated addresses or networks of the reverse proxies "
+                              "whose Forwarded / X-Forwarded-For, -Proto, -Host headers are "
+                              "believed, '*' for any (default: none)")
     parser.add_argument("--log-level", default="info", type=str.lower, choices=_LOG_LEVELS,
                         help="logging level (%(default)s)")
 

@@ -54,6 +54,11 @@ class Options:
       the connection with 1013 (try again later), for clients that reconnect and resume.
     - ``max_header_count`` (100), ``max_header_bytes`` (16384), ``max_request_line`` (8192):
       HTTP request limits, answered with 431 / 414.
+    - ``forwarded_allow_ips`` (None: no proxy is trusted): the reverse proxies (addresses,
+      networks such as ``"10.0.0.0/8"``, or ``"*"``) whose ``Forwarded`` /
+      ``X-Forwarded-For`` / ``-Proto`` / ``-Host`` headers are believed:
+      ``request.remote_address``, ``request.scheme`` and the origin check then use the
+      client's values. From anyone else those headers are ignored. A server-wide option.
     - ``max_body`` (1 MiB): the largest request body (``request.body``) of a plain HTTP
       route, with ``Content-Length`` or chunked; a larger one is answered with 413 before it
       is read.
@@ -77,6 +82,7 @@ class Options:
     max_header_bytes: int = 16384
     max_request_line: int = 8192
     max_body: int = MiB
+    forwarded_allow_ips: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.compression is not None and not isinstance(self.compression, DeflateSettings):
@@ -100,6 +106,14 @@ class Options:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_body < 0:
             raise ValueError("max_body must be 0 or more")
+        proxies = self.forwarded_allow_ips
+        if proxies is not None:
+            if isinstance(proxies, str):
+                proxies = tuple(part.strip() for part in proxies.split(",") if part.strip())
+            from .server.forwarded import TrustedProxies
+
+            TrustedProxies(proxies)  # each entry checked now, not at the first request
+            object.__setattr__(self, "forwarded_allow_ips", tuple(proxies))
         origins = self.allowed_origins
         if origins is not None:
             if isinstance(origins, str):

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json as _json
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from .protocol.handshake import ExtensionOffer, UpgradeInfo
 from .protocol.http11 import Headers, HTTPRequest
+
+if TYPE_CHECKING:
+    from .server.forwarded import Forwarded
 
 __all__ = ["Request", "Response"]
 
@@ -23,7 +26,8 @@ class Request:
     client offered; ``path_params`` holds the values a router pattern captured.
     """
 
-    __slots__ = ("_cookies", "_peer", "_query", "_transport", "http", "path_params", "upgrade")
+    __slots__ = ("_cookies", "_forwarded", "_peer", "_query", "_secure", "_transport", "http",
+                 "path_params", "upgrade")
 
     def __init__(
         self,
@@ -33,8 +37,12 @@ class Request:
         path_params: dict[str, str] | None = None,
         *,
         transport: Any = None,
+        secure: bool = False,
+        forwarded: Forwarded | None = None,
     ) -> None:
         self.http = http
+        self._secure = secure  # the connection is TLS
+        self._forwarded = forwarded  # who a trusted proxy says the client is
         # The peer's address, or the transport to ask for it when first wanted: a request
         # is kept for the life of its connection, and most never look.
         self._peer = peer
@@ -51,6 +59,22 @@ class Request:
             self._peer = self._transport.get_extra_info("peername")
             self._transport = None
         return self._peer
+
+    @property
+    def remote_address(self) -> Any:
+        """The client's address: ``peer``, or, behind a trusted reverse proxy
+        (``forwarded_allow_ips``), the client it names (``(ip, port)``, port 0 when not
+        told)."""
+        return self._forwarded.address if self._forwarded is not None else self.peer
+
+    @property
+    def scheme(self) -> str:
+        """``ws`` or ``wss`` for an upgrade, ``http`` or ``https`` otherwise: whether the
+        client's connection is TLS (as a trusted proxy says, behind one)."""
+        secure = self._forwarded.secure if self._forwarded is not None else self._secure
+        if self.upgrade is not None:
+            return "wss" if secure else "ws"
+        return "https" if secure else "http"
 
     @property
     def method(self) -> str:
@@ -112,6 +136,10 @@ class Request:
 
     @property
     def host(self) -> str | None:
+        """The host the client asked for: the ``Host`` header, or the one a trusted proxy
+        forwarded."""
+        if self._forwarded is not None and self._forwarded.host is not None:
+            return self._forwarded.host
         return self.http.headers.get("host")
 
     def __repr__(self) -> str:

@@ -101,6 +101,10 @@ class WebSocket(HandleCore):
 
     @property
     def remote_address(self) -> Any:
+        """The peer's address; on a server, the client's (``request.remote_address``: behind
+        a trusted reverse proxy, the client it names)."""
+        if self.request is not None:
+            return self.request.remote_address
         wire = self._session.wire
         return wire.get_extra_info("peername") if wire is not None else None
 

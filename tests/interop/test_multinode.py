@@ -101,6 +101,8 @@ http {{
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection "upgrade";
             proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
             proxy_read_timeout 1h;
             proxy_connect_timeout 2s;
         }}
@@ -246,3 +248,52 @@ async def test_broadcast_through_nginx_survives_a_node_going_away(
                         client.task.cancel()
                         with contextlib.suppress(BaseException):
                             await client.task
+
+
+# -- the client's address through nginx (forwarded_allow_ips) ---------------------------------
+
+
+class TellsAddress(corral.Handler):
+    """Sends the client's address and scheme as the server sees them, then closes."""
+
+    def on_open(self, ws: corral.WebSocket) -> Any:
+        assert ws.request is not None
+        return [corral.Text(f"{ws.remote_address[0]} {ws.request.scheme}"), corral.Close()]
+
+
+async def seen_as(port: int, source: str, extra: str = "") -> str:
+    """What the server says the client is, connecting from ``source`` (a loopback address
+    of its own, so that the client and nginx differ)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    try:
+        writer.write(("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      f"Sec-WebSocket-Version: 13\r\n{extra}\r\n").encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        b0, b1 = await asyncio.wait_for(reader.readexactly(2), 5)
+        assert b0 == 0x81, "a text frame"
+        return (await reader.readexactly(b1 & 0x7F)).decode()
+    finally:
+        writer.close()
+
+
+async def test_the_client_address_through_nginx_and_forged_headers(tmp_path: Path) -> None:
+    """Behind the real nginx, trusted as a proxy: the handler sees the client's address
+    (127.0.0.2), not nginx's; a client that forges X-Forwarded-For gets its own address,
+    whether it goes through nginx (which appends the real one) or straight to the server
+    (not a trusted proxy)."""
+    router = corral.Router().websocket("/", TellsAddress)
+    async with corral.serve(router, port=0, forwarded_allow_ips=["127.0.0.1"]) as server:
+        with nginx(tmp_path, [server.port]) as proxy:
+            await wait_listening(proxy)
+            assert await seen_as(proxy, "127.0.0.2") == "127.0.0.2 ws"
+            forged = "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\n"
+            assert await seen_as(proxy, "127.0.0.2", forged) == "127.0.0.2 ws"
+            # Straight to the server from another address: not a proxy, headers ignored.
+            assert await seen_as(server.port, "127.0.0.3", forged) == "127.0.0.3 ws"
+    # Without forwarded_allow_ips, nobody is believed: the server sees nginx itself.
+    async with corral.serve(router, port=0) as server:
+        with nginx(tmp_path, [server.port]) as proxy:
+            await wait_listening(proxy)
+            assert await seen_as(proxy, "127.0.0.2") == "127.0.0.1 ws"

@@ -20,6 +20,7 @@ from ..options import DeflateSettings, Options
 from ..protocol.connection import Connection, Side
 from ..protocol.extensions.negotiation import server_accept
 from ..protocol.handshake import (
+    UpgradeInfo,
     build_accept,
     build_http_response,
     check_request,
@@ -29,6 +30,7 @@ from ..protocol.handshake import (
 from ..protocol.http11 import HTTPRequest, RequestParser
 from ..request import Request, Response
 from ..websocket import WebSocket
+from .forwarded import forwarded
 from .router import Route
 
 if TYPE_CHECKING:
@@ -43,8 +45,8 @@ logger = logging.getLogger("corral.server")
 class HttpProtocol(asyncio.Protocol):
     """Serves one TCP connection until it upgrades or closes."""
 
-    __slots__ = ("_busy", "_pending", "_registry", "_timer", "_write_paused", "parser", "server",
-                 "transport")
+    __slots__ = ("_busy", "_pending", "_registry", "_secure", "_timer", "_write_paused",
+                 "parser", "server", "transport")
 
     def __init__(self, server: Server, registry: Registry) -> None:
         self.server = server
@@ -61,11 +63,13 @@ class HttpProtocol(asyncio.Protocol):
         self._pending: deque[HTTPRequest] = deque()
         self._busy = False  # a request is being answered (by a task, when it stays True)
         self._write_paused = False
+        self._secure = False  # TLS
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._secure = transport.get_extra_info("sslcontext") is not None
         self._registry.http.add(self)
         if self.server.closing:
             transport.close()
@@ -242,12 +246,25 @@ class HttpProtocol(asyncio.Protocol):
             self._respond(request, Response(405, "method not allowed\n",
                                             [("Allow", route.allow_header)]))
             return None
-        req = Request(request, None, None, params, transport=self.transport)
+        req = self._request(request, None, params)
         result = route.http(req)
         if inspect.isawaitable(result):
             return self._respond_later(request, result)
         self._respond(request, result)
         return None
+
+    def _request(self, request: HTTPRequest, info: UpgradeInfo | None,
+                 params: dict[str, str]) -> Request:
+        """The handler's view of a request; behind a trusted proxy, with the client it
+        names (``forwarded_allow_ips``)."""
+        seen = None
+        trusted = self.server.trusted_proxies
+        transport = self.transport
+        if trusted is not None and transport is not None:
+            seen = forwarded(request.headers, transport.get_extra_info("peername"),
+                             self._secure, trusted)
+        return Request(request, None, info, params, transport=transport, secure=self._secure,
+                       forwarded=seen)
 
     async def _respond_later(self, request: HTTPRequest, result: Any) -> None:
         self._respond(request, await result)
@@ -263,11 +280,11 @@ class HttpProtocol(asyncio.Protocol):
         assert route.websocket is not None
         # Cross-site WebSocket hijacking: refused before the handler runs any of its code.
         route_options = Options.merge(self.server.options, route.options)
-        if not origin_allowed(info.origin, info.host, route_options.allowed_origins):
+        req = self._request(request, info, params)
+        if not origin_allowed(info.origin, req.host or info.host, route_options.allowed_origins):
             self._refuse(403, "origin not allowed")
             return None
         handler = route.websocket()
-        req = Request(request, None, info, params, transport=self.transport)
         decision = handler.upgrade(req)
         if inspect.isawaitable(decision):
             return self._upgrade_later(decision, handler, req, route_options)

@@ -19,6 +19,7 @@ from ..protocol.frames import CloseCode
 from ..pubsub.broker import Broker, make_broker
 from ..pubsub.topics import Message, Topics
 from ..websocket import WebSocket
+from .forwarded import TrustedProxies
 from .http import HttpProtocol
 from .lifecycle import Hook, check_hooks, run_shutdown, run_startup
 from .registry import Registry
@@ -50,6 +51,9 @@ class Server:
     ) -> None:
         self.router = router
         self.options = options
+        # Whose forwarding headers are believed (None: nobody's); server-wide.
+        proxies = options.forwarded_allow_ips
+        self.trusted_proxies = TrustedProxies(proxies) if proxies else None
         # The router's hooks first, then those given to serve()/run().
         self._on_startup = (*router.on_startup, *check_hooks(on_startup, "startup"))
         self._on_shutdown = (*router.on_shutdown, *check_hooks(on_shutdown, "shutdown"))
