@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite drives as real peers: chromium (browser tests),
-# redis-server (the Redis broker tests) and nginx (the reverse proxy in the multi-node test).
+# redis-server (the Redis broker tests), nginx and haproxy (the reverse proxies in the
+# multi-node and client-address tests).
 # Called by scripts/test.sh; safe to run again (installs only what is missing). Without root,
 # apt-get or a network it only warns: the tests needing a missing program are then skipped,
 # the rest of the suite still runs.
@@ -9,6 +10,7 @@ missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
+[ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 if [ ${#missing[@]} = 0 ]; then
     exit 0
 fi

@@ -225,7 +225,7 @@ _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 #: The Options fields the command line sets (each only when given).
 OPTION_FLAGS = ("max_message_size", "idle_timeout", "ping_interval", "compression",
-                "allowed_origins", "forwarded_allow_ips")
+                "allowed_origins", "forwarded_allow_ips", "proxy_protocol")
 PRESETS = (*COMPRESSION_PRESETS, "off")
 
 
@@ -332,6 +332,11 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
                          help="comma-separated addresses or networks of the reverse proxies "
                               "whose Forwarded / X-Forwarded-For, -Proto, -Host headers are "
                               "believed, '*' for any (default: none)")
+    options.add_argument("--proxy-protocol", dest="proxy_protocol", action="store_true",
+                         default=argparse.SUPPRESS,
+                         help="every connection starts with a PROXY protocol header (v1 or "
+                              "v2, as HAProxy and AWS load balancers send it) naming the "
+                              "client; connections without one are refused")
     parser.add_argument("--log-level", default="info", type=str.lower, choices=_LOG_LEVELS,
                         help="logging level (%(default)s)")
 

@@ -59,6 +59,11 @@ class Options:
       ``X-Forwarded-For`` / ``-Proto`` / ``-Host`` headers are believed:
       ``request.remote_address``, ``request.scheme`` and the origin check then use the
       client's values. From anyone else those headers are ignored. A server-wide option.
+    - ``proxy_protocol`` (False): every TCP connection starts with a PROXY protocol header
+      (version 1 or 2, as HAProxy and AWS load balancers send it), which names the client;
+      a connection without one is refused. Only for a listener that only the balancer can
+      reach (or with ``forwarded_allow_ips`` naming it). Not with TLS terminated by corral.
+      A server-wide option.
     - ``max_body`` (1 MiB): the largest request body (``request.body``) of a plain HTTP
       route, with ``Content-Length`` or chunked; a larger one is answered with 413 before it
       is read.
@@ -83,6 +88,7 @@ class Options:
     max_request_line: int = 8192
     max_body: int = MiB
     forwarded_allow_ips: tuple[str, ...] | None = None
+    proxy_protocol: bool = False
 
     def __post_init__(self) -> None:
         if self.compression is not None and not isinstance(self.compression, DeflateSettings):

@@ -112,9 +112,9 @@ http {{
 
 
 @contextlib.contextmanager
-def nginx(tmp_path: Path, upstreams: list[int]) -> Iterator[int]:
+def nginx(tmp_path: Path, upstreams: list[int], stop: int = signal.SIGQUIT) -> Iterator[int]:
     """nginx in the foreground on a random port, proxying WebSocket upgrades to
-    ``upstreams``; stopped (and its PID checked gone) on exit."""
+    ``upstreams``; stopped with ``stop`` (graceful by default) on exit."""
     assert NGINX is not None
     port = free_port()
     servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=30s;"
@@ -127,7 +127,7 @@ def nginx(tmp_path: Path, upstreams: list[int]) -> Iterator[int]:
     try:
         yield port
     finally:
-        stop_process(process, signal.SIGQUIT)  # graceful: lets proxied connections finish
+        stop_process(process, stop)  # SIGQUIT: graceful, lets proxied connections finish
 
 
 @contextlib.contextmanager
@@ -284,8 +284,9 @@ async def test_the_client_address_through_nginx_and_forged_headers(tmp_path: Pat
     whether it goes through nginx (which appends the real one) or straight to the server
     (not a trusted proxy)."""
     router = corral.Router().websocket("/", TellsAddress)
-    async with corral.serve(router, port=0, forwarded_allow_ips=["127.0.0.1"]) as server:
-        with nginx(tmp_path, [server.port]) as proxy:
+    async with corral.serve(router, port=0, forwarded_allow_ips=["127.0.0.1"],
+                            close_timeout=1) as server:
+        with nginx(tmp_path, [server.port], signal.SIGTERM) as proxy:
             await wait_listening(proxy)
             assert await seen_as(proxy, "127.0.0.2") == "127.0.0.2 ws"
             forged = "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\n"
@@ -293,7 +294,57 @@ async def test_the_client_address_through_nginx_and_forged_headers(tmp_path: Pat
             # Straight to the server from another address: not a proxy, headers ignored.
             assert await seen_as(server.port, "127.0.0.3", forged) == "127.0.0.3 ws"
     # Without forwarded_allow_ips, nobody is believed: the server sees nginx itself.
-    async with corral.serve(router, port=0) as server:
-        with nginx(tmp_path, [server.port]) as proxy:
+    async with corral.serve(router, port=0, close_timeout=1) as server:
+        with nginx(tmp_path, [server.port], signal.SIGTERM) as proxy:
             await wait_listening(proxy)
             assert await seen_as(proxy, "127.0.0.2") == "127.0.0.1 ws"
+
+
+HAPROXY = shutil.which("haproxy") or (
+    "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
+
+HAPROXY_CONF = """\
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+frontend front
+    bind 127.0.0.1:{port}
+    default_backend corral
+backend corral
+    server node 127.0.0.1:{upstream} {send}
+"""
+
+
+@contextlib.contextmanager
+def haproxy(tmp_path: Path, upstream: int, send: str) -> Iterator[int]:
+    """HAProxy in the foreground on a random port, passing TCP to ``upstream`` with the
+    PROXY protocol (``send``: send-proxy or send-proxy-v2); stopped on exit."""
+    assert HAPROXY is not None
+    port = free_port()
+    conf = tmp_path / f"haproxy-{send}.cfg"
+    conf.write_text(HAPROXY_CONF.format(port=port, upstream=upstream, send=send))
+    process = subprocess.Popen([HAPROXY, "-db", "-f", str(conf)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield port
+    finally:
+        stop_process(process)  # SIGTERM: haproxy stops at once
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
+@pytest.mark.parametrize("send", ["send-proxy", "send-proxy-v2"])
+async def test_the_client_address_through_haproxy_with_the_proxy_protocol(
+    tmp_path: Path, send: str
+) -> None:
+    """Behind the real HAProxy in TCP mode, which names the client in a PROXY protocol
+    header (version 1 or 2): the handler sees the client (127.0.0.2), not HAProxy; a
+    client that skips the balancer cannot pass for another, it is refused."""
+    router = corral.Router().websocket("/", TellsAddress)
+    async with corral.serve(router, port=0, proxy_protocol=True) as server:
+        with haproxy(tmp_path, server.port, send) as proxy:
+            await wait_listening(proxy)
+            assert await seen_as(proxy, "127.0.0.2") == "127.0.0.2 ws"
+        with pytest.raises(AssertionError, match="400"):
+            await seen_as(server.port, "127.0.0.3")

@@ -30,7 +30,8 @@ from ..protocol.handshake import (
 from ..protocol.http11 import HTTPRequest, RequestParser
 from ..request import Request, Response
 from ..websocket import WebSocket
-from .forwarded import forwarded
+from .forwarded import Forwarded, forwarded
+from .proxy_protocol import ProxyProtocolError, parse_proxy_header
 from .router import Route
 
 if TYPE_CHECKING:
@@ -45,8 +46,8 @@ logger = logging.getLogger("corral.server")
 class HttpProtocol(asyncio.Protocol):
     """Serves one TCP connection until it upgrades or closes."""
 
-    __slots__ = ("_busy", "_pending", "_registry", "_secure", "_timer", "_write_paused",
-                 "parser", "server", "transport")
+    __slots__ = ("_busy", "_pending", "_proxied", "_proxy_header", "_registry", "_secure",
+                 "_timer", "_write_paused", "parser", "server", "transport")
 
     def __init__(self, server: Server, registry: Registry) -> None:
         self.server = server
@@ -64,6 +65,10 @@ class HttpProtocol(asyncio.Protocol):
         self._busy = False  # a request is being answered (by a task, when it stays True)
         self._write_paused = False
         self._secure = False  # TLS
+        # The PROXY protocol: the bytes of its header received so far (None: not expected,
+        # or parsed), and the client it named.
+        self._proxy_header: bytes | None = b"" if opts.proxy_protocol else None
+        self._proxied: Forwarded | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -81,6 +86,11 @@ class HttpProtocol(asyncio.Protocol):
         self._registry.http.discard(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._proxy_header is not None:
+            rest = self._proxy_received(data)
+            if not rest:
+                return
+            data = rest
         try:
             requests = self.parser.feed(data)
         except InvalidRequest as exc:
@@ -89,6 +99,30 @@ class HttpProtocol(asyncio.Protocol):
         self._pending.extend(requests)
         if requests and not self._busy:
             self._next()
+
+    def _proxy_received(self, data: bytes) -> bytes:
+        """Take the PROXY protocol header off the start of the stream; what follows it."""
+        assert self._proxy_header is not None
+        received = self._proxy_header + data
+        trusted = self.server.trusted_proxies
+        try:
+            if trusted is not None and self.transport is not None:
+                peer = self.transport.get_extra_info("peername")
+                if not isinstance(peer, tuple) or peer[0] not in trusted:
+                    raise ProxyProtocolError("PROXY protocol header from a peer not in "
+                                             "forwarded_allow_ips")
+            header = parse_proxy_header(received)
+        except ProxyProtocolError as exc:
+            self._proxy_header = None
+            self._refuse(400, str(exc))
+            return b""
+        if header is None:
+            self._proxy_header = received
+            return b""
+        self._proxy_header = None
+        if header.client is not None:
+            self._proxied = Forwarded(header.client, self._secure, None)
+        return received[header.size:]
 
     def pause_writing(self) -> None:
         # A client that pipelines requests without reading the answers: stop taking more.
@@ -257,10 +291,10 @@ class HttpProtocol(asyncio.Protocol):
                  params: dict[str, str]) -> Request:
         """The handler's view of a request; behind a trusted proxy, with the client it
         names (``forwarded_allow_ips``)."""
-        seen = None
+        seen = self._proxied  # the PROXY protocol's word comes first
         trusted = self.server.trusted_proxies
         transport = self.transport
-        if trusted is not None and transport is not None:
+        if seen is None and trusted is not None and transport is not None:
             seen = forwarded(request.headers, transport.get_extra_info("peername"),
                              self._secure, trusted)
         return Request(request, None, info, params, transport=transport, secure=self._secure,

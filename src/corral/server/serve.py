@@ -77,6 +77,10 @@ class Server:
         backlog: int,
     ) -> None:
         loop = asyncio.get_running_loop()
+        if ssl is not None and self.options.proxy_protocol:
+            raise ValueError("proxy_protocol with TLS terminated by corral is not supported: "
+                             "the PROXY header comes before the TLS handshake; terminate TLS "
+                             "at the balancer, or pass TCP through without the PROXY protocol")
         if self._closed is None:
             self._closed = asyncio.Event()
             await self._topics.start()
