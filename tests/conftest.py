@@ -5,6 +5,9 @@
 yields a :class:`RedisServer` whose ``stop()`` and ``start()`` take that same server away and
 bring it back on the same port (the reconnection tests), and kills it by PID at teardown.
 Tests that request it are skipped, saying why, where there is no redis-server.
+
+It also puts this folder on ``sys.path``, so that test modules (imported by pytest's
+importlib mode, not as a package) share ``helpers.py``.
 """
 
 from __future__ import annotations
@@ -14,11 +17,15 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # `from helpers import ...` in test modules
+from helpers import free_port
 
 
 def _redis_server_executable() -> str | None:
@@ -30,12 +37,6 @@ def _redis_server_executable() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class RedisServer:
     """One redis-server process at a time on a fixed port: ``url``, ``stop``, ``start``,
     ``pause`` / ``resume`` (SIGSTOP / SIGCONT: a Redis that hangs without closing)."""
@@ -45,7 +46,7 @@ class RedisServer:
     def __init__(self, executable: str, directory: Path) -> None:
         self.executable = executable
         self.directory = directory
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 

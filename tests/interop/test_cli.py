@@ -19,14 +19,9 @@ from websockets.asyncio.client import unix_connect
 
 import corral
 from corral.cli import AppLoadError, load_app, main
+from helpers import free_port
 
 pytestmark = pytest.mark.timeout(15)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def start(*args: str, cwd: Path | None = None) -> asyncio.subprocess.Process:

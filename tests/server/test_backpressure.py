@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import os
 import socket
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -27,6 +27,9 @@ from corral import CloseKind, CloseReason, PublishError, PublishFailed
 from corral.options import RUNTIME_MUTABLE
 from corral.protocol.frames import Opcode, serialize_frame
 from corral.session import Session
+from helpers import eventually as _eventually
+
+eventually = functools.partial(_eventually, timeout=5.0, step=0.005)
 
 pytestmark = pytest.mark.usefixtures("clean_logs", "no_leftover_tasks")
 
@@ -180,13 +183,6 @@ def only(server: corral.Server) -> corral.WebSocket:
 
 def connect(server: corral.Server, path: str = "/") -> Any:
     return corral.connect(f"ws://127.0.0.1:{server.port}{path}", compression=None)
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 async def receive(ws: corral.AsyncWebSocket, count: int) -> list[str | bytes]:

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import gc
 import os
 import re
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +23,7 @@ import pytest
 import corral
 from corral import CloseKind, CloseReason
 from corral.protocol.frames import Opcode, serialize_frame
+from helpers import close_payload, close_raw, eventually, masked, read_frame, read_to_eof
 
 # -- helpers ---------------------------------------------------------------------------------------
 
@@ -81,13 +80,6 @@ def url(server: corral.Server, path: str = "/") -> str:
     return f"ws://127.0.0.1:{server.port}{path}"
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 async def recv(ws: corral.AsyncWebSocket) -> str | bytes:
     return await asyncio.wait_for(ws.recv(), 2)
 
@@ -108,42 +100,6 @@ async def open_raw(
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
     assert head.startswith(b"HTTP/1.1 101 "), head
     return reader, writer, head
-
-
-async def close_raw(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-
-
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    b0, b1 = await asyncio.wait_for(reader.readexactly(2), 2)
-    assert not b1 & 0x80, "server frames are never masked"
-    length = b1 & 0x7F
-    if length == 126:
-        (length,) = struct.unpack("!H", await reader.readexactly(2))
-    elif length == 127:
-        (length,) = struct.unpack("!Q", await reader.readexactly(8))
-    return b0 & 0x0F, await asyncio.wait_for(reader.readexactly(length), 2)
-
-
-async def read_to_eof(reader: asyncio.StreamReader) -> bytes:
-    try:
-        return await asyncio.wait_for(reader.read(), 2)
-    except ConnectionResetError:
-        return b""
-
-
-def masked(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    return serialize_frame(opcode, payload, fin=fin, mask=os.urandom(4))
-
-
-def close_payload(code: int, reason: str = "") -> bytes:
-    return code.to_bytes(2, "big") + reason.encode()
-
-
-
-
 
 
 # -- the upgrade decision ------------------------------------------------------------------------

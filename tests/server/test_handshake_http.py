@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import gc
 import logging
 import os
@@ -21,8 +20,9 @@ from typing import Any
 import pytest
 
 import corral
-from corral.protocol.frames import Opcode, serialize_frame
+from corral.protocol.frames import Opcode
 from corral.protocol.handshake import accept_key
+from helpers import close_raw, masked, read_frame
 
 
 class Echo(corral.Handler):
@@ -91,26 +91,8 @@ async def read_answer(reader: asyncio.StreamReader, *, body: bool = True) -> HTT
     return answer
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """One unmasked server frame, payload under 126 bytes (enough for these tests)."""
-    b0, b1 = await asyncio.wait_for(reader.readexactly(2), 2)
-    assert not b1 & 0x80, "server frames are never masked"
-    assert b1 < 126
-    return b0 & 0x0F, await asyncio.wait_for(reader.readexactly(b1), 2)
-
-
-def masked(opcode: int, payload: bytes) -> bytes:
-    return serialize_frame(opcode, payload, mask=os.urandom(4))
-
-
 async def open_raw(server: corral.Server) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection("127.0.0.1", server.port)
-
-
-async def close_raw(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
 
 
 async def exchange(server: corral.Server, data: bytes) -> tuple[HTTPAnswer, bool]:

@@ -11,7 +11,6 @@ and how they end must be the same.
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 import pytest
@@ -22,9 +21,10 @@ import corral
 import corral.accel
 from corral import CloseReason, Handler, Options, Pause, Text, WebSocket
 from corral.protocol.connection import Connection, Side
-from corral.protocol.frames import Opcode, apply_mask, serialize_close
+from corral.protocol.frames import Opcode, serialize_close
 from corral.session import Session
 from corral.transport import StreamProtocol
+from helpers import masked
 
 pytestmark = pytest.mark.skipif(
     not corral.accel.COMPILED, reason="pure mode: both sides would be the Python session"
@@ -127,23 +127,6 @@ class Scripted(Handler):
 
     def on_close(self, ws: WebSocket, reason: CloseReason) -> None:
         self.log.append(("close", reason.kind, reason.code))
-
-
-def masked(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0,
-           mask: bool = True) -> bytes:
-    head = bytes([(0x80 if fin else 0) | rsv | opcode])
-    n = len(payload)
-    bit = 0x80 if mask else 0
-    if n < 126:
-        head += bytes([bit | n])
-    elif n < 65536:
-        head += bytes([bit | 126]) + n.to_bytes(2, "big")
-    else:
-        head += bytes([bit | 127]) + n.to_bytes(8, "big")
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + apply_mask(payload, key)
 
 
 _answers = st.sampled_from(["s", "t", "m", "b", "l", "u", "c", "x", "p", "a", "n"])

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
-import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -33,11 +33,14 @@ from corral import (
     Text,
     WebSocket,
 )
+from helpers import eventually as _eventually
+from helpers import free_port
 
 pytestmark = [pytest.mark.usefixtures("clean_logs", "no_leftover_tasks"), pytest.mark.timeout(20)]
 
 FAST = Reconnect(initial_delay=0.005, max_delay=0.03, reset_after=0.0)
 STEP = 5.0  # the longest any single wait in these tests may take
+eventually = functools.partial(_eventually, timeout=STEP, step=0.005)
 
 
 class Greeter(Handler):
@@ -80,19 +83,6 @@ def url(server_or_port: corral.Server | int) -> str:
 
 async def recv(ws: Any) -> str | bytes:
     return await asyncio.wait_for(ws.recv(), STEP)
-
-
-async def eventually(condition: Callable[[], bool]) -> None:
-    """Wait (bounded) until ``condition()`` holds."""
-    async with asyncio.timeout(STEP):
-        while not condition():
-            await asyncio.sleep(0.005)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- the backoff, as pure functions ------------------------------------------------------------

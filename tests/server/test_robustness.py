@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import gc
 import os
 import socket
-import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +23,12 @@ import pytest
 import corral
 from corral import CloseKind, CloseReason, ConnectionClosed
 from corral.protocol.connection import FRAME_CHARGE
-from corral.protocol.frames import Opcode, serialize_frame
+from corral.protocol.frames import Opcode
+from helpers import close_payload, close_raw, eventually, masked, read_to_eof
+from helpers import read_frame as _read_frame
+
+# Every frame a test here reads is checked to be whole and plain (FIN, no RSV bit).
+read_frame = functools.partial(_read_frame, strict=True)
 
 MiB = 1 << 20
 
@@ -43,14 +48,6 @@ pytestmark = pytest.mark.usefixtures("clean_logs", "no_leftover_tasks")
 def spawn(handler: corral.Handler) -> Callable[[], corral.Handler]:
     """A factory serving this one handler instance (each test opens one connection)."""
     return lambda: handler
-
-
-def masked(opcode: int, payload: bytes = b"", fin: bool = True) -> bytes:
-    return serialize_frame(opcode, payload, fin=fin, mask=os.urandom(4))
-
-
-def close_payload(code: int, reason: str = "") -> bytes:
-    return code.to_bytes(2, "big") + reason.encode()
 
 
 def upgrade_request(port: int, path: str = "/", extra: str = "") -> bytes:
@@ -87,41 +84,9 @@ async def open_ws(
     return reader, writer
 
 
-async def close_raw(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-
-
 def drop(writer: asyncio.StreamWriter) -> None:
     """Drop the TCP connection without reading what is pending."""
     writer.transport.abort()
-
-
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """One unmasked frame from the server, header bits checked (FIN set, no RSV)."""
-    b0, b1 = await asyncio.wait_for(reader.readexactly(2), 2)
-    assert b0 & 0xF0 == 0x80 and b1 & 0x80 == 0
-    length = b1 & 0x7F
-    if length == 126:
-        length = int.from_bytes(await reader.readexactly(2), "big")
-    elif length == 127:
-        length = int.from_bytes(await reader.readexactly(8), "big")
-    return b0 & 0x0F, await asyncio.wait_for(reader.readexactly(length), 2)
-
-
-async def read_to_eof(reader: asyncio.StreamReader) -> bytes:
-    try:
-        return await asyncio.wait_for(reader.read(), 2)
-    except ConnectionResetError:
-        return b""
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def write_until_blocked(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import datetime
 import importlib.util
 import ipaddress
@@ -14,15 +13,16 @@ import os
 import ssl
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import corral
-from corral.protocol.frames import Opcode, serialize_frame
+from corral.protocol.frames import Opcode
 from corral.server.serve import ssl_context
+from helpers import close_raw, eventually, masked, read_frame, read_to_eof
 
 # -- helpers --------------------------------------------------------------------------------------
 
@@ -55,34 +55,11 @@ async def http(port: int, target: str, method: str = "GET", extra: str = "") -> 
         await close_raw(writer)
 
 
-async def close_raw(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-
-
 def upgrade_request(path: str = "/", host: str = "127.0.0.1") -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
     return (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
             "Sec-WebSocket-Version: 13\r\n\r\n").encode()
-
-
-def masked(opcode: int, payload: bytes) -> bytes:
-    return serialize_frame(opcode, payload, mask=os.urandom(4))
-
-
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    b0, b1 = await asyncio.wait_for(reader.readexactly(2), 2)
-    assert b1 < 126
-    return b0 & 0x0F, await asyncio.wait_for(reader.readexactly(b1), 2)
-
-
-async def read_to_eof(reader: asyncio.StreamReader) -> bytes:
-    try:
-        return await asyncio.wait_for(reader.read(), 2)
-    except ConnectionResetError:
-        return b""
 
 
 async def raw_websocket(
@@ -97,17 +74,6 @@ async def raw_websocket(
 
 def url(server: corral.Server, path: str = "/") -> str:
     return f"ws://127.0.0.1:{server.port}{path}"
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
-
-
 
 
 # -- HTTP routes ----------------------------------------------------------------------------------

@@ -1,0 +1,87 @@
+"""Helpers shared by the socket tests: frames as a client writes them, frames as a server
+sends them, waiting for a condition, a free port. One copy here instead of one per test file
+(tests/conftest.py puts this folder on ``sys.path``: ``from helpers import masked``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable
+
+from corral.protocol.frames import apply_mask
+
+__all__ = ["close_payload", "close_raw", "eventually", "free_port", "masked", "read_frame",
+           "read_to_eof"]
+
+
+def masked(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0,
+           mask: bool = True, key: bytes | None = None) -> bytes:
+    """One frame as a client sends it (RFC 6455 5.2): masked with ``key`` (random by
+    default), or unmasked with ``mask=False`` to break the rules; any opcode and RSV bits."""
+    head = bytes([(0x80 if fin else 0) | rsv | opcode])
+    n = len(payload)
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([bit | n])
+    elif n < 65536:
+        head += bytes([bit | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([bit | 127]) + n.to_bytes(8, "big")
+    if not mask:
+        return head + payload
+    key = key if key is not None else os.urandom(4)
+    return head + key + apply_mask(payload, key)
+
+
+def close_payload(code: int, reason: str | bytes = "") -> bytes:
+    """A close frame's payload: the code, then the reason's UTF-8 (5.5.1)."""
+    return code.to_bytes(2, "big") + (reason.encode() if isinstance(reason, str) else reason)
+
+
+async def read_frame(reader: asyncio.StreamReader, *, strict: bool = False,
+                     timeout: float = 2.0) -> tuple[int, bytes]:
+    """One frame from a server: (opcode, payload). Server frames are never masked;
+    ``strict``: also FIN set and no RSV bit (no extension in use)."""
+    b0, b1 = await asyncio.wait_for(reader.readexactly(2), timeout)
+    assert not b1 & 0x80, "server frames are never masked"
+    if strict:
+        assert b0 & 0xF0 == 0x80, f"FIN without RSV bits expected, got {b0:#x}"
+    length = b1 & 0x7F
+    if length == 126:
+        length = int.from_bytes(await reader.readexactly(2), "big")
+    elif length == 127:
+        length = int.from_bytes(await reader.readexactly(8), "big")
+    return b0 & 0x0F, await asyncio.wait_for(reader.readexactly(length), timeout)
+
+
+async def read_to_eof(reader: asyncio.StreamReader, timeout: float = 2.0) -> bytes:
+    """Everything until the server closes (a reset counts as the end)."""
+    try:
+        return await asyncio.wait_for(reader.read(), timeout)
+    except ConnectionResetError:
+        return b""
+
+
+async def close_raw(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+async def eventually(predicate: Callable[[], object], timeout: float = 2.0,
+                     step: float = 0.01) -> None:
+    """Wait until ``predicate()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(step)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server in another process)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
