@@ -1,5 +1,5 @@
-"""Helpers shared by the socket tests: frames as a client writes them, frames as a server
-sends them, waiting for a condition, a free port. One copy here instead of one per test file
+"""Helpers shared by the tests: frames as a client writes them, frames as a server sends
+them, waiting for a condition, a free port, a sample upgrade request. One copy here instead of one per test file
 (tests/conftest.py puts this folder on ``sys.path``: ``from helpers import masked``)."""
 
 from __future__ import annotations
@@ -13,8 +13,20 @@ from collections.abc import Callable
 
 from corral.protocol.frames import apply_mask
 
-__all__ = ["close_payload", "close_raw", "eventually", "free_port", "masked", "read_frame",
-           "read_to_eof"]
+__all__ = ["FRAME", "UPGRADE", "close_payload", "close_raw", "eventually", "free_port", "masked",
+           "read_frame", "read_to_eof"]
+
+#: The RFC 6455 section 1.2 upgrade request, with a query (an HTTP parser's usual input).
+UPGRADE = (
+    b"GET /chat?room=1 HTTP/1.1\r\n"
+    b"Host: server.example.com\r\n"
+    b"Upgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n"
+    b"\r\n"
+)
+FRAME = b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58"  # RFC 6455 5.7 masked "Hello"
 
 
 def masked(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0,

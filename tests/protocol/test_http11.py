@@ -6,17 +6,7 @@ import pytest
 
 from corral.exceptions import InvalidRequest, InvalidResponse
 from corral.protocol.http11 import Headers, HTTPRequest, RequestParser, ResponseParser
-
-UPGRADE = (
-    b"GET /chat?room=1 HTTP/1.1\r\n"
-    b"Host: server.example.com\r\n"
-    b"Upgrade: websocket\r\n"
-    b"Connection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    b"Sec-WebSocket-Version: 13\r\n"
-    b"\r\n"
-)
-FRAME = b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58"  # RFC 6455 5.7 masked "Hello"
+from helpers import FRAME, UPGRADE
 
 
 def feed_bytewise(parser: RequestParser, data: bytes) -> list[HTTPRequest]:

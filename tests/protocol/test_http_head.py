@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from corral import _pure_http, accel
 from corral.exceptions import InvalidRequest
 from corral.protocol.http11 import Headers, HTTPRequest, RequestParser
+from helpers import FRAME, UPGRADE
 
 try:
     _http: ModuleType | None = importlib.import_module("corral._http")
@@ -42,16 +43,6 @@ DIFFERENTIAL = settings(max_examples=400, deadline=None,
                         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 DEFAULTS = (8192, 100, 16384)  # max_request_line, max_header_count, max_header_bytes
-UPGRADE = (
-    b"GET /chat?room=1 HTTP/1.1\r\n"
-    b"Host: server.example.com\r\n"
-    b"Upgrade: websocket\r\n"
-    b"Connection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    b"Sec-WebSocket-Version: 13\r\n"
-    b"\r\n"
-)
-FRAME = b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58"  # RFC 6455 5.7 masked "Hello"
 
 
 class LlhttpOnly(RequestParser):
