@@ -1,6 +1,7 @@
 """Helpers shared by the tests: frames as a client writes them, frames as a server sends
-them, waiting for a condition, a free port, a sample upgrade request. One copy here instead of one per test file
-(tests/conftest.py puts this folder on ``sys.path``: ``from helpers import masked``)."""
+them, waiting for a condition, a free port, a sample upgrade request. One copy here instead
+of one per test file (tests/conftest.py puts this folder on ``sys.path``:
+``from helpers import masked``)."""
 
 from __future__ import annotations
 
