@@ -33,8 +33,12 @@ with atheris.instrument_imports(include=["corral.session", "corral.transport",
 
 
 def _driver() -> Any:
-    """tests/server/test_hot_path.py, for its scripted handler and its run()."""
-    path = Path(__file__).resolve().parent.parent / "tests" / "server" / "test_hot_path.py"
+    """tests/server/test_hot_path.py, for its scripted handler and its run(); with tests/
+    on sys.path for the helpers it imports, as tests/conftest.py does under pytest."""
+    tests = Path(__file__).resolve().parent.parent / "tests"
+    if str(tests) not in sys.path:
+        sys.path.insert(0, str(tests))
+    path = tests / "server" / "test_hot_path.py"
     spec = importlib.util.spec_from_file_location("_hot_path_driver", path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")
