@@ -197,11 +197,11 @@ def connection_seeds() -> Iterator[bytes]:
 
 def session_seeds() -> Iterator[bytes]:
     """Client streams (masked) cut by each plan; messages led by the scripted handler's
-    answer letters (tests/server/test_hot_path.py: s t m b u c x p a)."""
+    answer letters (tests/server/test_hot_path.py: s t m b l u c x p a n)."""
     for i, (_, stream) in enumerate(streams(True)):
         yield list(plans())[i % 3] + stream
     answers = [frame(TEXT if i % 2 else BINARY, letter.encode() + b"payload %d" % i)
-               for i, letter in enumerate("stmbucxpan")]
+               for i, letter in enumerate("stmblucxpan")]
     for plan in plans():
         for i in range(len(answers)):
             yield plan + b"".join(answers[i:] + answers[:i])
