@@ -39,7 +39,7 @@ IMPLS = [
     pytest.param(_pure_http, id="pure"),
     pytest.param(_http, id="compiled", marks=needs_compiled),
 ]
-DIFFERENTIAL = settings(max_examples=400, deadline=None,
+DIFFERENTIAL = settings(max_examples=200, deadline=None,  # fuzz_http goes on from here
                         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 DEFAULTS = (8192, 100, 16384)  # max_request_line, max_header_count, max_header_bytes
