@@ -82,7 +82,7 @@ def forwarded(headers: Headers, peer: object, secure: bool,
     chosen = hops[0]
     for hop in reversed(hops):
         chosen = hop
-        if hop.get("for") is None or _host_of(hop["for"]) not in trusted:
+        if hop.get("for") is None or _split_node(hop["for"])[0] not in trusted:
             break
     address = _address(chosen.get("for"))
     if address is None:
@@ -140,27 +140,28 @@ def _element(text: str) -> dict[str, str]:
     return pairs
 
 
-def _host_of(node: str) -> str:
-    """The address part of a node: ``1.2.3.4:80`` → ``1.2.3.4``, ``[::1]:80`` → ``::1``."""
+def _split_node(node: str) -> tuple[str, str]:
+    """A node's address and port text: ``1.2.3.4:80`` → ``("1.2.3.4", "80")``,
+    ``[::1]:80`` → ``("::1", "80")``, a bare address → ``(address, "")``."""
     if node.startswith("["):
-        return node[1:].split("]", 1)[0]
+        host, _, rest = node[1:].partition("]")
+        return host, rest[1:] if rest.startswith(":") else ""
     if node.count(":") == 1:
-        return node.split(":", 1)[0]
-    return node
+        host, _, port = node.partition(":")
+        return host, port
+    return node, ""
 
 
 def _address(node: str | None) -> tuple[str, int] | None:
     """A node as ``(ip, port)``; None for an obfuscated or unknown one, or garbage."""
     if not node:
         return None
-    host = _host_of(node)
+    host, rest = _split_node(node)
     try:
         ip = str(ipaddress.ip_address(host))
     except ValueError:
         return None
     port = 0
-    rest = node.rsplit("]:", 1)[1] if node.startswith("[") and "]:" in node else (
-        node.split(":", 1)[1] if node.count(":") == 1 else "")
     if rest.isdigit() and int(rest) < 65536:
         port = int(rest)
     return ip, port
