@@ -357,13 +357,11 @@ def run(
     else:
         raise RuntimeError("corral.run() starts its own event loop and cannot run inside "
                            "one: in async code, use `server = await corral.serve(...)`")
-    if factory:
-        if not callable(app):
-            raise TypeError(f"factory=True needs a function that makes the app, not {app!r}")
-        make = cast(Callable[[], Any], app)
-    else:
+    router: Router | None = None
+    if not factory:
         router = as_router(cast(App, app))  # one that cannot work is refused before anything runs
-        make = lambda: router  # noqa: E731
+    elif not callable(app):
+        raise TypeError(f"factory=True needs a function that makes the app, not {app!r}")
     if configure_logging and not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -373,15 +371,18 @@ def run(
         tune_malloc()
     ssl = ssl_context(tls_cert, tls_key) if tls_cert else None
 
-    async def main() -> None:
+    async def made_by_factory() -> Router:
         try:
-            made = make()
+            made = cast(Callable[[], Any], app)()
             if inspect.isawaitable(made):
                 made = await made
-            served = as_router(made)
+            return as_router(made)
         except Exception as exc:
             name = getattr(app, "__qualname__", None) or repr(app)
             raise StartupError(f"the app factory {name}", exc) from exc
+
+    async def main() -> None:
+        served = router if router is not None else await made_by_factory()
         server = await serve(served, host, port, ssl=ssl, **kwargs)
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
