@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..exceptions import StartupError
+from .callables import name_of, needs
 
 __all__ = ["Hook", "check_hooks", "run_shutdown", "run_startup"]
 
@@ -25,17 +26,13 @@ logger = logging.getLogger("corral.server")
 Hook = Callable[..., Any]
 
 
-def _name(hook: Hook) -> str:
-    return getattr(hook, "__qualname__", None) or repr(hook)
-
-
 def _wants_server(hook: Hook) -> bool:
+    """Whether the hook takes an argument (any positional one): then it gets the server."""
     try:
         parameters = inspect.signature(hook).parameters.values()
     except (TypeError, ValueError):
         return False
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return any(p.kind in kinds or p.kind is inspect.Parameter.VAR_POSITIONAL
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
                for p in parameters)
 
 
@@ -46,15 +43,10 @@ def check_hooks(hooks: Iterable[Hook], what: str) -> tuple[Hook, ...]:
     for hook in checked:
         if not callable(hook):
             raise TypeError(f"{what} hooks are callables, not {hook!r}")
-        try:
-            parameters = inspect.signature(hook).parameters.values()
-        except (TypeError, ValueError):
-            continue
-        required = [p for p in parameters if p.default is p.empty
-                    and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        if len(required) > 1 or any(p.kind is p.KEYWORD_ONLY for p in required):
-            raise TypeError(f"the {what} hook {_name(hook)} must take the server or nothing: "
-                            "def hook(server) or async def hook()")
+        arguments = needs(hook)
+        if arguments.positional > 1 or arguments.keywords:
+            raise TypeError(f"the {what} hook {name_of(hook)} must take the server or "
+                            "nothing: def hook(server) or async def hook()")
     return checked
 
 
@@ -70,7 +62,7 @@ async def run_startup(hooks: Iterable[Hook], server: Any) -> None:
         try:
             await _call(hook, server)
         except Exception as exc:
-            raise StartupError(_name(hook), exc) from exc
+            raise StartupError(name_of(hook), exc) from exc
 
 
 async def run_shutdown(hooks: Iterable[Hook], server: Any) -> None:
@@ -79,4 +71,4 @@ async def run_shutdown(hooks: Iterable[Hook], server: Any) -> None:
         try:
             await _call(hook, server)
         except Exception:
-            logger.exception("shutdown hook %s failed", _name(hook))
+            logger.exception("shutdown hook %s failed", name_of(hook))

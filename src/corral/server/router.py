@@ -21,6 +21,7 @@ from ..async_api import AsyncWebSocket, CoroutineHandler
 from ..handler import Handler
 from ..options import Options
 from ..request import Request, Response
+from .callables import name_of, needs
 from .lifecycle import Hook, check_hooks
 
 __all__ = ["HTTPHandler", "Route", "RouteShadowedWarning", "Router", "StaticFiles"]
@@ -62,12 +63,12 @@ def websocket_factory(
     if inspect.isclass(target) and issubclass(target, Handler):
         return target
     if inspect.iscoroutinefunction(target):
-        required = _required_positional(target)
+        required = needs(target).positional
         if required == 1:
             return lambda: CoroutineHandler(target, subprotocols)
         if required == 3:
             raise TypeError(_ASGI.format(target=target))
-        raise TypeError(f"{_name(target)} takes {required} arguments: an async def handler "
+        raise TypeError(f"{name_of(target)} takes {required} arguments: an async def handler "
                         "takes one, the connection: async def handler(ws): "
                         "async for message in ws: ...")
     if not callable(target):
@@ -75,15 +76,15 @@ def websocket_factory(
                         "async def handler(ws), or a function that makes a Handler")
     if (not inspect.isroutine(target) and not inspect.isclass(target)
             and inspect.iscoroutinefunction(type(target).__call__)
-            and _required_positional(target) == 3):
+            and needs(target).positional == 3):
         raise TypeError(_ASGI.format(target=target))  # an ASGI app object (Starlette, ...)
     if inspect.isasyncgenfunction(target) or inspect.isgeneratorfunction(target):
-        raise TypeError(f"{_name(target)} is a generator function: write async def "
+        raise TypeError(f"{name_of(target)} is a generator function: write async def "
                         "handler(ws) and send with await ws.send(...)")
-    required = _required_positional(target)
+    required = needs(target).positional
     if required > 0:
         raise TypeError(
-            f"{_name(target)} needs {required} argument(s), but corral calls what it is given "
+            f"{name_of(target)} needs {required} argument(s), but corral calls what it is given "
             "with none, once per connection, to make that connection's handler. Write async "
             "def handler(ws) for the async for style, or a Handler subclass with "
             "on_message(self, ws, message) for callbacks"
@@ -94,21 +95,6 @@ def websocket_factory(
 _ASGI = ("{target!r} looks like an ASGI application (async (scope, receive, send)): corral "
          "serves a Router, a Handler subclass or an async def handler(ws); it does not run "
          "ASGI applications yet")
-
-
-def _name(target: Any) -> str:
-    return getattr(target, "__qualname__", None) or repr(target)
-
-
-def _required_positional(target: Callable[..., Any]) -> int:
-    """How many positional arguments ``target`` needs (-1 when its signature is unknown, as
-    for some builtins: then it is given the benefit of the doubt)."""
-    try:
-        parameters = inspect.signature(target).parameters.values()
-    except (TypeError, ValueError):
-        return -1
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return sum(1 for p in parameters if p.kind in kinds and p.default is p.empty)
 
 
 @dataclass(slots=True)

@@ -19,6 +19,7 @@ from ..protocol.frames import CloseCode
 from ..pubsub.broker import Broker, make_broker
 from ..pubsub.topics import Message, Topics
 from ..websocket import WebSocket
+from .callables import name_of
 from .forwarded import TrustedProxies
 from .http import HttpProtocol
 from .lifecycle import Hook, check_hooks, run_shutdown, run_startup
@@ -378,8 +379,7 @@ def run(
                 made = await made
             return as_router(made)
         except Exception as exc:
-            name = getattr(app, "__qualname__", None) or repr(app)
-            raise StartupError(f"the app factory {name}", exc) from exc
+            raise StartupError(f"the app factory {name_of(app)}", exc) from exc
 
     async def main() -> None:
         served = router if router is not None else await made_by_factory()
