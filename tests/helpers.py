@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import socket
 import time
 from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import pytest
 
 from corral.protocol.frames import apply_mask
 
 __all__ = ["FRAME", "UPGRADE", "close_payload", "close_raw", "eventually", "free_port", "masked",
-           "read_frame", "read_to_eof"]
+           "read_frame", "read_to_eof", "twins"]
 
 #: The RFC 6455 section 1.2 upgrade request, with a query (an HTTP parser's usual input).
 UPGRADE = (
@@ -98,3 +103,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def twins(pure: ModuleType, compiled: str) -> tuple[ModuleType | None, Any, list[Any]]:
+    """A pure module and its compiled twin (``"corral._speedups"``): the compiled module or
+    None when it is not built, a mark that skips a test without it, and both as
+    ``pytest.param``s for ``@pytest.mark.parametrize("impl", ...)``."""
+    try:
+        module: ModuleType | None = importlib.import_module(compiled)
+    except ImportError:
+        module = None
+    needs_compiled = pytest.mark.skipif(module is None, reason=f"{compiled} is not built")
+    return module, needs_compiled, [pytest.param(pure, id="pure"),
+                                    pytest.param(module, id="compiled", marks=needs_compiled)]

@@ -11,7 +11,6 @@ The compiled half is skipped when the extension is not built (pure install).
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
@@ -25,17 +24,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from corral import _pure, accel
+from helpers import twins
 
-try:
-    _speedups: ModuleType | None = importlib.import_module("corral._speedups")
-except ImportError:
-    _speedups = None
-
-needs_compiled = pytest.mark.skipif(_speedups is None, reason="corral._speedups is not built")
-IMPLS = [
-    pytest.param(_pure, id="pure"),
-    pytest.param(_speedups, id="compiled", marks=needs_compiled),
-]
+_speedups, needs_compiled, IMPLS = twins(_pure, "corral._speedups")
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

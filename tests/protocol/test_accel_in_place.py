@@ -11,7 +11,6 @@ The compiled half is skipped when the extension is not built (pure install).
 from __future__ import annotations
 
 import gc
-import importlib
 from itertools import pairwise
 from types import ModuleType
 
@@ -20,17 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from corral import _pure
+from helpers import twins
 
-try:
-    _speedups: ModuleType | None = importlib.import_module("corral._speedups")
-except ImportError:
-    _speedups = None
-
-IMPLS = [
-    pytest.param(_pure, id="pure"),
-    pytest.param(_speedups, id="compiled",
-                 marks=pytest.mark.skipif(_speedups is None, reason="not built")),
-]
+_speedups, _, IMPLS = twins(_pure, "corral._speedups")
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -6,9 +6,7 @@ reads better), so the bug stays fixed in the ordinary test run, in both accel mo
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from types import ModuleType
 
 import pytest
 
@@ -20,13 +18,9 @@ from corral.protocol.extensions.negotiation import client_confirm, server_accept
 from corral.protocol.handshake import parse_extension_header
 from corral.protocol.http11 import RequestParser
 from corral.protocol.reader import FrameReader
+from helpers import twins
 
-try:
-    _speedups: ModuleType | None = importlib.import_module("corral._speedups")
-except ImportError:
-    _speedups = None
-
-needs_compiled = pytest.mark.skipif(_speedups is None, reason="corral._speedups is not built")
+_speedups, needs_compiled, _ = twins(_pure, "corral._speedups")
 
 
 def resizable(buffer: bytearray) -> bool:

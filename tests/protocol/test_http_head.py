@@ -14,7 +14,6 @@ The compiled half is skipped when the extension is not built (pure install).
 
 from __future__ import annotations
 
-import importlib
 import os
 from types import ModuleType
 from typing import Any
@@ -27,18 +26,9 @@ from hypothesis import strategies as st
 from corral import _pure_http, accel
 from corral.exceptions import InvalidRequest
 from corral.protocol.http11 import Headers, HTTPRequest, RequestParser
-from helpers import FRAME, UPGRADE
+from helpers import FRAME, UPGRADE, twins
 
-try:
-    _http: ModuleType | None = importlib.import_module("corral._http")
-except ImportError:
-    _http = None
-
-needs_compiled = pytest.mark.skipif(_http is None, reason="corral._http is not built")
-IMPLS = [
-    pytest.param(_pure_http, id="pure"),
-    pytest.param(_http, id="compiled", marks=needs_compiled),
-]
+_http, needs_compiled, IMPLS = twins(_pure_http, "corral._http")
 DIFFERENTIAL = settings(max_examples=200, deadline=None,  # fuzz_http goes on from here
                         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
