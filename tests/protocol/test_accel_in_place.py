@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from corral import _pure
 from helpers import twins
 
-_speedups, _, IMPLS = twins(_pure, "corral._speedups")
+_, _, IMPLS = twins(_pure, "corral._speedups")
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
