@@ -247,6 +247,26 @@ small_int(PyObject *obj, long *out)
     return 0;
 }
 
+/* The first byte of a frame (5.2) from the opcode and RSV arguments, checked as
+ * _pure._first_byte checks them: the byte, or -1 with ValueError set. */
+static int
+first_byte(PyObject *opcode_obj, PyObject *rsv_obj, int fin)
+{
+    long opcode, rsv = 0;
+
+    if (small_int(opcode_obj, &opcode) < 0 || (rsv_obj && small_int(rsv_obj, &rsv) < 0))
+        return -1;
+    if (opcode < 0 || opcode > 0xF) {
+        PyErr_SetString(PyExc_ValueError, "opcode must be in 0..15");
+        return -1;
+    }
+    if (rsv & ~0x70) {
+        PyErr_SetString(PyExc_ValueError, "rsv must only hold bits 0x70");
+        return -1;
+    }
+    return (fin ? 0x80 : 0) | (int)rsv | (int)opcode;
+}
+
 PyDoc_STRVAR(build_frame_doc,
 "build_frame(opcode, payload, fin=True, rsv=0, mask=None) -> bytes\n\n"
 "Encode one frame (RFC 6455 5.2) in a single allocation; rsv holds the RSV bits in place\n"
@@ -256,8 +276,7 @@ static PyObject *
 build_frame(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"opcode", "payload", "fin", "rsv", "mask", NULL};
-    int fin = 1;
-    long opcode, rsv = 0;
+    int fin = 1, b0;
     PyObject *opcode_obj, *rsv_obj = NULL, *mask_obj = Py_None, *result = NULL;
     Py_buffer payload, mask;
     size_t n, header;
@@ -267,16 +286,9 @@ build_frame(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
                                      &payload, &fin, &rsv_obj, &mask_obj))
         return NULL;
     mask.buf = NULL;
-    if (small_int(opcode_obj, &opcode) < 0 || (rsv_obj && small_int(rsv_obj, &rsv) < 0))
+    b0 = first_byte(opcode_obj, rsv_obj, fin);
+    if (b0 < 0)
         goto done;
-    if (opcode < 0 || opcode > 0xF) {
-        PyErr_SetString(PyExc_ValueError, "opcode must be in 0..15");
-        goto done;
-    }
-    if (rsv & ~0x70) {
-        PyErr_SetString(PyExc_ValueError, "rsv must only hold bits 0x70");
-        goto done;
-    }
     if (mask_obj != Py_None && get_mask(mask_obj, &mask) < 0) {
         mask.buf = NULL;
         goto done;
@@ -293,8 +305,7 @@ build_frame(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
         goto done;
     out = (unsigned char *)PyBytes_AS_STRING(result);
 
-    out = write_frame_header(out, (unsigned)((fin ? 0x80 : 0) | rsv | opcode), n,
-                             mask.buf != NULL);
+    out = write_frame_header(out, (unsigned)b0, n, mask.buf != NULL);
     if (mask.buf != NULL) {
         memcpy(out, mask.buf, 4);
         mask_copy(out + 4, payload.buf, n, mask.buf, 0);
@@ -318,8 +329,7 @@ static PyObject *
 frame_header(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"opcode", "length", "fin", "rsv", NULL};
-    int fin = 1, overflow;
-    long opcode, rsv = 0;
+    int fin = 1, overflow, b0;
     long long length;
     PyObject *opcode_obj, *length_obj, *rsv_obj = NULL;
     unsigned char header[14], *end;
@@ -332,16 +342,9 @@ frame_header(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
                      Py_TYPE(length_obj)->tp_name);
         return NULL;
     }
-    if (small_int(opcode_obj, &opcode) < 0 || (rsv_obj && small_int(rsv_obj, &rsv) < 0))
+    b0 = first_byte(opcode_obj, rsv_obj, fin);
+    if (b0 < 0)
         return NULL;
-    if (opcode < 0 || opcode > 0xF) {
-        PyErr_SetString(PyExc_ValueError, "opcode must be in 0..15");
-        return NULL;
-    }
-    if (rsv & ~0x70) {
-        PyErr_SetString(PyExc_ValueError, "rsv must only hold bits 0x70");
-        return NULL;
-    }
     length = PyLong_AsLongLongAndOverflow(length_obj, &overflow);
     if (length == -1 && PyErr_Occurred())
         return NULL;
@@ -349,8 +352,7 @@ frame_header(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_ValueError, "length out of range"); /* 5.2: 63 bits at most */
         return NULL;
     }
-    end = write_frame_header(header, (unsigned)((fin ? 0x80 : 0) | rsv | opcode),
-                             (size_t)length, 0);
+    end = write_frame_header(header, (unsigned)b0, (size_t)length, 0);
     return PyBytes_FromStringAndSize((const char *)header, end - header);
 }
 
