@@ -239,9 +239,8 @@ def parse_frames(
         start = pos + size
         if end - start < length:
             return frames, pos, 0, "", (opcode, fin, b0 & 0x70, length, mask, size)
-        payload = bytes(view[start : start + length])
-        if mask is not None:
-            payload = apply_mask(payload, mask)
+        body = view[start : start + length]
+        payload = apply_mask(body, mask) if mask is not None else bytes(body)  # one copy
         frames.append((opcode, fin, b0 & 0x70, payload))
         pos = start + length
     return frames, pos, 0, "", None
