@@ -47,6 +47,7 @@ from .pubsub import Broker, MemoryBroker, PublishFailed, Topics
 from .reconnect import Reconnect, ReconnectingWebSocket
 from .request import Request, Response
 from .server import Router, RouteShadowedWarning, Server, StaticFiles, run, serve
+from .server.stats import ServerStats
 from .websocket import WebSocket
 
 __version__ = "0.1.0"
@@ -94,6 +95,7 @@ __all__ = [
     "RouteShadowedWarning",
     "Router",
     "Server",
+    "ServerStats",
     "SetOptions",
     "StartupError",
     "StaticFiles",

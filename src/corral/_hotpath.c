@@ -32,10 +32,10 @@
 /* ---- slots of the Python objects the hot path reads ------------------------------------ */
 
 enum { S_CONN, S_WS, S_HANDLER, S_DEADLINES, S_WIRE, S_LOOP, S_BUSY, S_PAUSED, S_BACKLOG,
-       S_EOF, S_CLOSING_KIND, S_CORKED, S_WRITE_PAUSED, S_HOLD_FOR_APP, S_COUNT };
+       S_EOF, S_CLOSING_KIND, S_CORKED, S_WRITE_PAUSED, S_HOLD_FOR_APP, S_COUNTERS, S_COUNT };
 static const char *const session_slots[S_COUNT] = {
     "conn", "ws", "handler", "deadlines", "wire", "_loop", "_busy", "_paused", "_backlog",
-    "_eof", "_closing_kind", "_corked", "_write_paused", "_hold_for_app",
+    "_eof", "_closing_kind", "_corked", "_write_paused", "_hold_for_app", "counters",
 };
 
 enum { C_STATE, C_CLOSE_RECEIVED, C_CLOSE_SENT, C_FAILURE, C_PLAIN, C_MSG_OPCODE, C_READER,
@@ -176,6 +176,50 @@ is_minus_one(PyObject *value)
     return PyLong_CheckExact(value) && PyLong_AsLong(value) == -1;
 }
 
+/* ---- Counters: what a server's connections carried (corral.server.stats) ---------------- */
+
+/* Plain integers, so that counting a message on the hot path is an increment, not a Python
+ * int: the fast path adds to them in C, the session's Python paths through the members. */
+typedef struct {
+    PyObject_HEAD
+    unsigned long long messages_received, messages_sent, bytes_received, bytes_sent,
+        dropped_messages, backpressure_closes;
+} Counters;
+
+static PyMemberDef Counters_members[] = {
+    {"messages_received", T_ULONGLONG, offsetof(Counters, messages_received), 0,
+     PyDoc_STR("Data messages received (a fragmented one once, when whole).")},
+    {"messages_sent", T_ULONGLONG, offsetof(Counters, messages_sent), 0,
+     PyDoc_STR("Data messages queued for sending (a fragmented one once, at its end).")},
+    {"bytes_received", T_ULONGLONG, offsetof(Counters, bytes_received), 0,
+     PyDoc_STR("Bytes read from the wire after the handshake (frames as sent: compressed).")},
+    {"bytes_sent", T_ULONGLONG, offsetof(Counters, bytes_sent), 0,
+     PyDoc_STR("Bytes handed to the wire after the handshake.")},
+    {"dropped_messages", T_ULONGLONG, offsetof(Counters, dropped_messages), 0,
+     PyDoc_STR("Data messages not sent because of max_backpressure.")},
+    {"backpressure_closes", T_ULONGLONG, offsetof(Counters, backpressure_closes), 0,
+     PyDoc_STR("Connections closed (1013) by backpressure_policy 'close'.")},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject CountersType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "corral._hotpath.Counters",
+    .tp_doc = PyDoc_STR("Counters(): messages, bytes and drops of a server's connections."),
+    .tp_basicsize = sizeof(Counters),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_members = Counters_members,
+};
+
+/* The session's counters when they are the C type (they always are in compiled mode). */
+static Counters *
+counters_of(PyObject *session)
+{
+    PyObject *counters = SLOT(session, session_map, S_COUNTERS);
+    return Py_IS_TYPE(counters, &CountersType) ? (Counters *)counters : NULL;
+}
+
 /* Session._flush for the usual case (open, no close owed, the peer not half-closed): write
  * what is queued in one call. Anything else is the session's own _flush. */
 static int
@@ -222,6 +266,20 @@ flush(PyObject *session)
         return 0;
     }
     Py_DECREF(closing);
+    {
+        Counters *counters = counters_of(session);
+        if (counters != NULL)
+            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(out); i++) {
+                PyObject *item = PyList_GET_ITEM(out, i);
+                Py_ssize_t size = PyBytes_CheckExact(item) ? PyBytes_GET_SIZE(item)
+                                                           : PyObject_Length(item);
+                if (size < 0) {
+                    Py_DECREF(out);
+                    return -1;
+                }
+                counters->bytes_sent += (unsigned long long)size;
+            }
+    }
     if (PyList_GET_SIZE(out) == 1) {
         result = PyObject_CallMethodOneArg(wire, str_write, PyList_GET_ITEM(out, 0));
     } else if (split) {
@@ -491,6 +549,7 @@ fast_read(StreamCore *self, Py_ssize_t nbytes)
 {
     PyObject *session = self->session;
     PyObject *conn, *reader, *deadlines, *on_message, *ws, *now;
+    Counters *counters;
     Py_buffer view;
     Batch batch;
     size_t used = 0;
@@ -539,6 +598,9 @@ fast_read(StreamCore *self, Py_ssize_t nbytes)
         slot_set(deadlines, deadline_map.offset[D_LAST_RECV], now);
         Py_DECREF(now);
     }
+    counters = counters_of(session);
+    if (counters != NULL)
+        counters->bytes_received += (unsigned long long)nbytes;
     slot_set(session, session_map.offset[S_CORKED], Py_True);
     on_message = PyObject_GetAttr(SLOT(session, session_map, S_HANDLER), str_on_message);
     if (on_message == NULL)
@@ -549,6 +611,8 @@ fast_read(StreamCore *self, Py_ssize_t nbytes)
         PyObject *call_args[2] = {ws, batch.items[i]};
         PyObject *result;
 
+        if (counters != NULL)
+            counters->messages_received++;
         /* A handler that raised is not called again (Session._dispatch). */
         if (SLOT(session, session_map, S_CLOSING_KIND) != kind_crash) {
             result = PyObject_Vectorcall(on_message, call_args, 2, NULL);
@@ -797,6 +861,9 @@ HandleCore_send(HandleCore *self, PyObject *const *args, size_t nargsf, PyObject
             if (queued < 0)
                 return NULL;
             if (queued) {
+                Counters *counters = counters_of(session);
+                if (counters != NULL)
+                    counters->messages_sent++;
                 if (SLOT(session, session_map, S_CORKED) == Py_False && flush(session) < 0)
                     return NULL;
                 Py_RETURN_TRUE;
@@ -958,10 +1025,12 @@ hotpath_exec(PyObject *module)
     empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
     if (empty_bytes == NULL)
         return -1;
-    if (PyType_Ready(&StreamCoreType) < 0 || PyType_Ready(&HandleCoreType) < 0)
+    if (PyType_Ready(&StreamCoreType) < 0 || PyType_Ready(&HandleCoreType) < 0
+        || PyType_Ready(&CountersType) < 0)
         return -1;
     if (PyModule_AddObjectRef(module, "StreamCore", (PyObject *)&StreamCoreType) < 0
-        || PyModule_AddObjectRef(module, "HandleCore", (PyObject *)&HandleCoreType) < 0)
+        || PyModule_AddObjectRef(module, "HandleCore", (PyObject *)&HandleCoreType) < 0
+        || PyModule_AddObjectRef(module, "Counters", (PyObject *)&CountersType) < 0)
         return -1;
     return 0;
 }

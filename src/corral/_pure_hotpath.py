@@ -13,13 +13,29 @@ if TYPE_CHECKING:
     from .session import Session
     from .transport import Receiver
 
-__all__ = ["HandleCore", "StreamCore", "configure"]
+__all__ = ["Counters", "HandleCore", "StreamCore", "configure"]
 
 
 def configure(open_state: Any, closed_state: Any, crash: Any, message: Any, server: Any,
               split_payload: int, /) -> None:
     """The session's constants, which the compiled hot path compares against (unused
     here)."""
+
+
+class Counters:
+    """What a server's connections carried: messages, bytes and drops, added to by every
+    session of the server (``corral.server.stats``)."""
+
+    __slots__ = ("backpressure_closes", "bytes_received", "bytes_sent", "dropped_messages",
+                 "messages_received", "messages_sent")
+
+    def __init__(self) -> None:
+        self.messages_received = 0  # data messages (a fragmented one once, when whole)
+        self.messages_sent = 0  # data messages queued (a fragmented one once, at its end)
+        self.bytes_received = 0  # read from the wire after the handshake (compressed frames)
+        self.bytes_sent = 0  # handed to the wire after the handshake
+        self.dropped_messages = 0  # not sent because of max_backpressure
+        self.backpressure_closes = 0  # connections closed (1013) by backpressure_policy close
 
 
 class StreamCore:

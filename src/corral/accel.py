@@ -15,6 +15,7 @@ import os
 
 __all__ = [
     "COMPILED",
+    "Counters",
     "HandleCore",
     "PayloadBuffer",
     "StreamCore",
@@ -30,7 +31,7 @@ __all__ = [
 COMPILED = False
 if os.environ.get("CORRAL_PURE") != "1":
     try:
-        from ._hotpath import HandleCore, StreamCore
+        from ._hotpath import Counters, HandleCore, StreamCore
         from ._hotpath import configure as configure_hot_path
         from ._http import parse_head
         from ._speedups import (
@@ -54,6 +55,6 @@ if not COMPILED:
         frame_header,
         parse_frames,
     )
-    from ._pure_hotpath import HandleCore, StreamCore
+    from ._pure_hotpath import Counters, HandleCore, StreamCore
     from ._pure_hotpath import configure as configure_hot_path
     from ._pure_http import parse_head

@@ -15,6 +15,7 @@ import inspect
 import logging
 import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -298,8 +299,12 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", metavar="URL",
                         help="pub/sub broker shared by processes, e.g. redis://127.0.0.1:6379/0 "
                              "(default: in memory, this process only)")
-    # Internal: the pipe a worker watches to notice that its supervisor is gone.
+    # Internal: the pipe a worker watches to notice that its supervisor is gone, the worker's
+    # number and the directory where the workers share their stats (Server.worker_stats).
     parser.add_argument("--supervisor-pipe", type=_fd, metavar="FD", help=argparse.SUPPRESS)
+    parser.add_argument("--supervisor-slot", type=_count("worker slot", 0), default=0,
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--supervisor-stats", metavar="DIR", help=argparse.SUPPRESS)
     # Options not given stay out of the namespace (SUPPRESS): corral's defaults apply then.
     options = parser.add_argument_group(
         "connection options",
@@ -345,13 +350,17 @@ def _url(scheme: str, host: str, port: int) -> str:
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-def _worker_argv(argv: Sequence[str], port: int, pipe: int) -> list[str]:
-    """The supervisor's own arguments with the port fixed, one worker, SO_REUSEPORT on.
+def _worker_argv(argv: Sequence[str], port: int, pipe: int, slot: int = 0,
+                 stats_dir: str | None = None) -> list[str]:
+    """The supervisor's own arguments with the port fixed, one worker (number ``slot``),
+    SO_REUSEPORT on.
 
     Repeating the user's arguments (argparse keeps the last value of an option) passes
     every option on, present and future, without this function knowing them."""
     overrides = ["--port", str(port), "--workers", "1", "--reuse-port",
-                 "--supervisor-pipe", str(pipe)]
+                 "--supervisor-pipe", str(pipe), "--supervisor-slot", str(slot)]
+    if stats_dir is not None:
+        overrides += ["--supervisor-stats", stats_dir]
     argv = list(argv)
     end = argv.index("--") if "--" in argv else len(argv)  # options cannot follow "--"
     return [sys.executable, "-m", "corral", *argv[:end], *overrides, *argv[end:]]
@@ -375,6 +384,7 @@ def _cmd_supervise(args: argparse.Namespace) -> int:
             if args.tls_cert:  # a bad certificate would only make every worker fail in turn
                 ssl_context(args.tls_cert, args.tls_key)
             port = stack.enter_context(reserve_port(args.host, args.port))
+            stats_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="corral-stats-"))
         except OSError as exc:
             print(f"corral: error: cannot start the server: {exc}", file=sys.stderr)
             return 1
@@ -385,8 +395,9 @@ def _cmd_supervise(args: argparse.Namespace) -> int:
                 "subscribers of the worker it was made in; give --broker redis://... to "
                 "share topics between workers", args.workers)
         try:
-            return supervise(lambda pipe: _worker_argv(args.argv, port, pipe), args.workers,
-                             where=where)
+            return supervise(
+                lambda pipe, slot: _worker_argv(args.argv, port, pipe, slot, stats_dir),
+                args.workers, where=where, stats_dir=stats_dir)
         except OSError as exc:  # no worker process could be started at all
             print(f"corral: error: cannot start the workers: {exc}", file=sys.stderr)
             return 1
@@ -438,6 +449,8 @@ def _serve(args: argparse.Namespace, load: Callable[[], tuple[Any, bool]]) -> in
         keywords["broker"] = args.broker
     if args.reuse_port:
         keywords["reuse_port"] = True
+    if args.supervisor_stats is not None:
+        keywords.update(worker=args.supervisor_slot, stats_dir=args.supervisor_stats)
     try:
         run(app, args.host, args.port, tls_cert=args.tls_cert, tls_key=args.tls_key,
             uds=args.uds, factory=is_factory, **keywords)

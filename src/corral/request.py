@@ -13,6 +13,7 @@ from .protocol.http11 import Headers, HTTPRequest
 
 if TYPE_CHECKING:
     from .server.forwarded import Forwarded
+    from .server.serve import Server
 
 __all__ = ["Request", "Response"]
 
@@ -23,11 +24,13 @@ class Request:
     """An HTTP request as the application sees it: path, query, headers, cookies, peer.
 
     For WebSocket upgrades ``subprotocols``, ``extensions`` and ``origin`` carry what the
-    client offered; ``path_params`` holds the values a router pattern captured.
+    client offered; ``path_params`` holds the values a router pattern captured; ``server``
+    is the :class:`~corral.Server` that received it (to publish from an HTTP route, or to
+    read its ``stats()``), None for a request made by hand.
     """
 
     __slots__ = ("_cookies", "_forwarded", "_peer", "_query", "_secure", "_transport", "http",
-                 "path_params", "upgrade")
+                 "path_params", "server", "upgrade")
 
     def __init__(
         self,
@@ -39,8 +42,10 @@ class Request:
         transport: Any = None,
         secure: bool = False,
         forwarded: Forwarded | None = None,
+        server: Server | None = None,
     ) -> None:
         self.http = http
+        self.server = server
         self._secure = secure  # the connection is TLS
         self._forwarded = forwarded  # who a trusted proxy says the client is
         # The peer's address, or the transport to ask for it when first wanted: a request

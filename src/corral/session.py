@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .accel import configure_hot_path
+from .accel import Counters, configure_hot_path
 from .deadlines import Deadlines
 from .exceptions import PayloadTooBig
 from .handler import (
@@ -94,6 +94,7 @@ class Session:
         "_track_task",
         "_write_paused",
         "conn",
+        "counters",
         "deadlines",
         "dropped_messages",
         "handler",
@@ -112,8 +113,12 @@ class Session:
         on_finish: Callable[[WebSocket], None] | None = None,
         track_task: Callable[[asyncio.Task[Any]], None] | None = None,
         pubsub: Topics | None = None,
+        counters: Counters | None = None,
     ) -> None:
         self.ws = ws  # what the handler's callbacks are given
+        # The server's counters (corral.server.stats), shared by its sessions; a client's
+        # session counts into its own, which nobody reads.
+        self.counters = counters if counters is not None else Counters()
         self.conn = conn
         self.handler = handler
         self.options = options
@@ -178,6 +183,7 @@ class Session:
         """One read: stamp it for the deadlines, then handle its events with every frame
         they produce corked into one write."""
         self.deadlines.last_recv = self._loop.time()  # type: ignore[union-attr]
+        self.counters.bytes_received += received if type(received) is int else len(received)
         self._corked = True
         try:
             self._handle_received(parse(received))
@@ -254,6 +260,7 @@ class Session:
         for i, event in enumerate(events):
             if type(event) is message and self._closing_kind is not CloseKind.CRASH:
                 # The hot path: _dispatch(on_message, ...) written out.
+                self.counters.messages_received += 1
                 try:
                     result = on_message(ws, event.data)
                 except Exception as exc:
@@ -291,8 +298,11 @@ class Session:
         ws = self.ws
         kind = type(event)
         if kind is ev.Message:
+            self.counters.messages_received += 1
             self._dispatch(handler.on_message, ws, event.data)
         elif kind is ev.Fragment:
+            if event.last:
+                self.counters.messages_received += 1
             self._dispatch(handler.on_fragment, ws, event.data, event.last)
         elif kind is _Info:
             if self._finished is None:
@@ -444,6 +454,7 @@ class Session:
         if self._write_paused and self._over_backpressure(message):
             return False
         conn.send_message(message, compress)
+        self.counters.messages_sent += 1
         if not self._corked:
             self._flush()
         return True
@@ -460,6 +471,7 @@ class Session:
         if self._write_paused and self._over_backpressure(message):
             return False
         conn.send_message(message)
+        self.counters.messages_sent += 1
         due = self._soon
         self._soon = due + len(message) + 1
         if self._soon >= self.options.write_limit:
@@ -485,6 +497,7 @@ class Session:
             conn.send_message(message)
         else:
             conn.queue_frame(frame)
+        self.counters.messages_sent += 1
         if not self._corked and (flush or self._write_paused):
             self._flush()
         return True
@@ -506,6 +519,8 @@ class Session:
             return False
         if self.options.backpressure_policy == "close":
             self.dropped_messages += 1
+            self.counters.dropped_messages += 1
+            self.counters.backpressure_closes += 1
             logger.warning("closing slow peer %s: %d bytes unsent, max_backpressure %d",
                            self.ws.remote_address, buffered, limit)
             self.close(CloseCode.TRY_AGAIN_LATER, "too slow: send buffer full")
@@ -520,12 +535,15 @@ class Session:
     def _drop(self, message: str | bytes) -> None:
         """A data message was not sent: count it; ``on_drop`` gets it soon after."""
         self.dropped_messages += 1
+        self.counters.dropped_messages += 1
         self._loop.call_soon(self._deliver_event, _Dropped(message))  # type: ignore[union-attr]
 
     def send_fragment(self, data: str | bytes, last: bool = False, compress: bool = True) -> bool:
         if not self.open:
             return False
         self.conn.send_fragment(data, last, compress)
+        if last:
+            self.counters.messages_sent += 1
         if not self._corked:
             self._flush()
         return True
@@ -723,6 +741,7 @@ class Session:
             split = conn.out_split
             data = conn.data_to_send()
             if data and not wire.is_closing():
+                self._count_sent(data)
                 if len(data) == 1:
                     wire.write(data[0])
                 elif split:
@@ -734,6 +753,11 @@ class Session:
             return
         self._flush_closing(wire)
 
+    def _count_sent(self, data: list[bytes]) -> None:
+        counters = self.counters
+        for chunk in data:
+            counters.bytes_sent += len(chunk)
+
     def _flush_closing(self, wire: Wire) -> None:
         conn = self.conn
         # A close owed to the peer waits while the handler still answers earlier events,
@@ -744,6 +768,7 @@ class Session:
         split = conn.out_split
         data = conn.data_to_send(hold_close=hold)
         if data and not wire.is_closing():
+            self._count_sent(data)
             if split:
                 wire.writelines(data)
             else:
@@ -812,6 +837,7 @@ class Session:
             return
         data = self.conn.data_to_send()
         if data and not wire.is_closing():
+            self._count_sent(data)
             wire.writelines(data)
         self._after_close_step()
 

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from .accel import HandleCore
+from .accel import Counters, HandleCore
 from .handler import CloseReason, Handler
 from .options import Options
 from .protocol.connection import Connection
@@ -51,11 +51,12 @@ class WebSocket(HandleCore):
         on_finish: Callable[[WebSocket], None] | None = None,
         track_task: Callable[[asyncio.Task[Any]], None] | None = None,
         pubsub: Topics | None = None,
+        counters: Counters | None = None,
     ) -> None:
         self.request = request
         self.subprotocol = subprotocol
         self._session = Session(self, conn, handler, options, on_finish=on_finish,
-                                track_task=track_task, pubsub=pubsub)
+                                track_task=track_task, pubsub=pubsub, counters=counters)
 
     def start(self, transport: asyncio.Transport, initial: bytes = b"") -> None:
         """Take over ``transport`` after a handshake; ``initial`` are bytes already read."""

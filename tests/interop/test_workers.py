@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import sys
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -212,6 +213,66 @@ async def test_workers_share_the_port_and_a_killed_one_is_replaced(start: Start)
     assert await cluster.wait() == 0, cluster.output
 
 
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``/metrics`` of the cluster at ``url`` (whichever worker answers), as samples."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    address = url.replace("ws://", "http://").rstrip("/")
+    with urllib.request.urlopen(f"{address}/metrics", timeout=WAIT) as response:
+        page = response.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(page) for s in family.samples}
+
+
+def per_worker(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+               name: str) -> dict[str, float]:
+    return {dict(labels)["worker"]: value for (n, labels), value in samples.items()
+            if n == name}
+
+
+async def test_one_scrape_sees_every_worker(start: Start) -> None:
+    cluster, url = await up(start)
+    connections, pids = await open_until(url, lambda pids: len(pids) == 2)
+    asked = len(connections)  # one message each way on each connection
+
+    async def scraped(check: Callable[[dict[tuple[str, tuple[tuple[str, str], ...]], float]],
+                                      bool], what: str) -> None:
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while True:
+            samples = await asyncio.to_thread(scrape, url)
+            if check(samples):
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                pytest.fail(f"the scrapes never showed {what}: {samples}")
+            await asyncio.sleep(0.2)
+
+    def both(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> bool:
+        info = {int(dict(labels)["pid"]) for (name, labels) in samples
+                if name == "corral_worker_info"}
+        received = per_worker(samples, "corral_messages_received_total")
+        return (info == pids and set(received) == {"0", "1"}
+                and sum(received.values()) == asked
+                and sum(per_worker(samples, "corral_websockets").values()) == asked)
+
+    await scraped(both, f"both workers {pids} and {asked} messages")
+    await close_all(connections)
+
+    # A worker killed: its figures go with it; its replacement reports under its number.
+    victim = min(pids)
+    os.kill(victim, signal.SIGKILL)
+    await until(lambda: len(cluster.started_pids()) == 3, "the replacement worker")
+    replacement = cluster.started_pids()[-1]
+
+    def replaced(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> bool:
+        info = {int(dict(labels)["pid"]): dict(labels)["worker"]
+                for (name, labels) in samples if name == "corral_worker_info"}
+        return victim not in info and replacement in info and sorted(info.values()) == ["0", "1"]
+
+    await scraped(replaced, f"worker {replacement} in place of {victim}")
+    cluster.process.send_signal(signal.SIGTERM)
+    assert await cluster.wait() == 0, cluster.output
+
+
 async def test_sigterm_closes_every_client_with_1001_and_stops_every_worker(
     start: Start,
 ) -> None:
@@ -350,8 +411,8 @@ def test_worker_arguments_override_the_supervisors() -> None:
 # -- the supervisor and the port reservation, in process ---------------------------------------
 
 
-def python(code: str) -> Callable[[int], list[str]]:
-    return lambda pipe: [sys.executable, "-c", code]
+def python(code: str) -> Callable[[int, int], list[str]]:
+    return lambda pipe, slot: [sys.executable, "-c", code]
 
 
 async def test_a_crash_loop_is_given_up(caplog: pytest.LogCaptureFixture) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import corral
+from corral.metrics import metrics
 
 
 class WhichWorker(corral.Handler):
@@ -27,7 +28,8 @@ class Room(corral.Handler):
         ws.publish("room", message)
 
 
-app = corral.Router().websocket("/", WhichWorker).websocket("/room", Room)
+app = (corral.Router().websocket("/", WhichWorker).websocket("/room", Room)
+       .http("/metrics", metrics))
 
 
 def make_app() -> corral.Router:

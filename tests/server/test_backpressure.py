@@ -250,6 +250,9 @@ async def test_slow_subscriber_is_dropped_while_the_fast_ones_get_everything(
             assert delivered == 4 * COUNT - dropped
             await eventually(lambda: len(recorder.dropped) == dropped)
             assert [h for h in registry if h.dropped] == [recorder]
+            # The server's figures (server.stats(), /metrics) count the same drops.
+            assert server.stats().dropped_messages == dropped
+            assert server.stats().backpressure_closes == 0
             # Its memory stayed bounded: a message is queued only while the buffer is under
             # max_backpressure, so it holds at most the limit plus one frame.
             assert LIMIT <= peak < LIMIT + FRAME
@@ -310,6 +313,7 @@ async def test_policy_close_closes_the_slow_subscriber_with_1013(
             # The one message over the limit closed it; nothing more was queued for it.
             assert slow.dropped_messages == 1
             assert not slow.open
+            assert (server.stats().dropped_messages, server.stats().backpressure_closes) == (1, 1)
             assert peak < LIMIT + FRAME
             assert len(warnings(caplog, "closing slow peer")) == 1
             assert not warnings(caplog, "dropping messages")
@@ -744,6 +748,8 @@ async def test_a_failed_publish_reaches_the_publishers_on_info(
         cause = "ConnectionResetError: engine down" if failure == "other error" else "engine down"
         assert str(info.error) == f"publish to 'room' failed: {cause}"
         assert server.topics.failed_publishes == 1
+        assert (server.stats().publishes, server.stats().publish_failures) == (1, 1)
+        assert server.stats().broker == "failing"
         assert warnings(caplog, "publish to 'room' failed") == [
             f"publish to 'room' failed: {cause} (broker failing)"]
 

@@ -74,13 +74,14 @@ class Topics:
     """Which connections listen to which topic. Connections subscribe through
     ``ws.subscribe(topic)``; they leave every topic when they end."""
 
-    __slots__ = ("_subscribers", "_unflushed", "broker", "failed_publishes")
+    __slots__ = ("_subscribers", "_unflushed", "broker", "failed_publishes", "publishes")
 
     def __init__(self, broker: Broker | None = None) -> None:
         self._subscribers: dict[str, set[Subscriber]] = {}
         # Subscribers with published frames queued but not yet written, and how many bytes.
         self._unflushed: dict[Subscriber, int] = {}
         self.broker: Broker = broker if broker is not None else MemoryBroker()
+        self.publishes = 0  # publishes made in this process, since start
         self.failed_publishes = 0  # publishes the broker did not take, since start
 
     async def start(self) -> None:
@@ -111,6 +112,10 @@ class Topics:
         """The topics with at least one subscriber."""
         return frozenset(self._subscribers)
 
+    def subscription_count(self) -> int:
+        """Subscriptions of this process's connections, every topic together."""
+        return sum(len(subscribers) for subscribers in self._subscribers.values())
+
     def publish(
         self, topic: str, message: Message, *, keep: int = 0, publisher: Subscriber | None = None
     ) -> asyncio.Future[int]:
@@ -125,6 +130,7 @@ class Topics:
         elif not isinstance(message, (str, bytes)):
             raise TypeError(f"a message is str or bytes-like, not {type(message).__name__}")
         loop = asyncio.get_running_loop()
+        self.publishes += 1
         try:
             result = self.broker.publish(topic, message, keep)
         except PublishError as exc:

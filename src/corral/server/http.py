@@ -46,12 +46,13 @@ logger = logging.getLogger("corral.server")
 class HttpProtocol(asyncio.Protocol):
     """Serves one TCP connection until it upgrades or closes."""
 
-    __slots__ = ("_busy", "_pending", "_proxied", "_proxy_header", "_registry", "_secure",
-                 "_timer", "_write_paused", "parser", "server", "transport")
+    __slots__ = ("_busy", "_pending", "_proxied", "_proxy_header", "_recorder", "_registry",
+                 "_secure", "_timer", "_write_paused", "parser", "server", "transport")
 
     def __init__(self, server: Server, registry: Registry) -> None:
         self.server = server
         self._registry = registry
+        self._recorder = server.recorder
         opts = server.options
         self.parser = RequestParser(
             max_request_line=opts.max_request_line,
@@ -76,6 +77,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self._secure = transport.get_extra_info("sslcontext") is not None
         self._registry.http.add(self)
+        self._recorder.connections_accepted += 1
         if self.server.closing:
             transport.close()
             return
@@ -183,6 +185,7 @@ class HttpProtocol(asyncio.Protocol):
         self, status: int, reason: str, headers: list[tuple[str, str]] | tuple[()] = ()
     ) -> None:
         """Answer with an error status and close: the connection state is unknown after it."""
+        self._recorder.response(status)
         self._write(build_http_response(status, body=reason + "\n", headers=list(headers)))
         self._close()
         self._pending.clear()
@@ -202,6 +205,7 @@ class HttpProtocol(asyncio.Protocol):
         # After an upgrade request the parser has stopped (what follows may be frames): an
         # answer other than 101 must end the connection, or it would hang unparsed.
         keep_alive = request.keep_alive and not request.upgrade and not self.server.closing
+        self._recorder.response(response.status)
         data = build_http_response(response.status, body=response.body,
                                    headers=response.headers,
                                    content_type=response.content_type, keep_alive=keep_alive)
@@ -298,7 +302,7 @@ class HttpProtocol(asyncio.Protocol):
             seen = forwarded(request.headers, transport.get_extra_info("peername"),
                              self._secure, trusted)
         return Request(request, None, info, params, transport=transport, secure=self._secure,
-                       forwarded=seen)
+                       forwarded=seen, server=self.server)
 
     async def _respond_later(self, request: HTTPRequest, result: Any) -> None:
         self._respond(request, await result)
@@ -309,6 +313,7 @@ class HttpProtocol(asyncio.Protocol):
         try:
             info = check_request(request)
         except InvalidRequest as exc:
+            self._recorder.handshake("refused")
             self._refuse(exc.status, exc.reason, exc.headers)
             return None
         assert route.websocket is not None
@@ -316,27 +321,38 @@ class HttpProtocol(asyncio.Protocol):
         route_options = Options.merge(self.server.options, route.options)
         req = self._request(request, info, params)
         if not origin_allowed(info.origin, req.host or info.host, route_options.allowed_origins):
+            self._recorder.handshake("refused")
             self._refuse(403, "origin not allowed")
             return None
-        handler = route.websocket()
-        decision = handler.upgrade(req)
-        if inspect.isawaitable(decision):
-            return self._upgrade_later(decision, handler, req, route_options)
-        self._finish_upgrade(decision, handler, req, route_options)
+        try:
+            handler = route.websocket()
+            decision = handler.upgrade(req)
+            if inspect.isawaitable(decision):
+                return self._upgrade_later(decision, handler, req, route_options)
+            self._finish_upgrade(decision, handler, req, route_options)
+        except Exception:
+            self._recorder.handshake("error")  # answered with a 500 by _next
+            raise
         return None
 
     async def _upgrade_later(
         self, decision: Any, handler: Any, req: Request, route_options: Options
     ) -> None:
-        self._finish_upgrade(await decision, handler, req, route_options)
+        try:
+            self._finish_upgrade(await decision, handler, req, route_options)
+        except Exception:
+            self._recorder.handshake("error")
+            raise
 
     def _finish_upgrade(
         self, decision: Any, handler: Any, req: Request, route_options: Options
     ) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
+            self._recorder.handshake("abandoned")
             return
         if isinstance(decision, Reject):
+            self._recorder.handshake("rejected")
             self._respond(req.http, decision)
             return
         if not isinstance(decision, Accept):
@@ -347,6 +363,7 @@ class HttpProtocol(asyncio.Protocol):
         if decision.subprotocol is not None and decision.subprotocol not in info.subprotocols:
             raise ValueError(f"subprotocol {decision.subprotocol!r} was not offered")
         if self.server.closing:
+            self._recorder.handshake("refused")
             self._refuse(503, "server shutting down")
             return
         compression = options.compression
@@ -369,10 +386,11 @@ class HttpProtocol(asyncio.Protocol):
         registry = self._registry
         ws = WebSocket(conn, handler, options, request=req, subprotocol=decision.subprotocol,
                        on_finish=registry.websocket_finished, track_task=registry.track_task,
-                       pubsub=self.server.topics)
+                       pubsub=self.server.topics, counters=self._recorder.wire)
         transport.set_write_buffer_limits(high=options.write_limit)
         self._cancel_timer()
         registry.upgraded(self, ws)
         # An async upgrade decision paused reading (see _next); the WebSocket reads from here.
         transport.resume_reading()
         ws.start(transport, self.parser.trailing)
+        self._recorder.handshake("accepted")

@@ -25,6 +25,7 @@ from .http import HttpProtocol
 from .lifecycle import Hook, check_hooks, run_shutdown, run_startup
 from .registry import Registry
 from .router import App, Router, as_router
+from .stats import Recorder, ServerStats, read_shared, share_stats, take
 
 __all__ = ["Server", "install_uvloop", "run", "serve"]
 
@@ -49,6 +50,8 @@ class Server:
         *,
         on_startup: Iterable[Hook] = (),
         on_shutdown: Iterable[Hook] = (),
+        worker: int = 0,
+        stats_dir: str | None = None,
     ) -> None:
         self.router = router
         self.options = options
@@ -61,7 +64,13 @@ class Server:
         self._started = False  # the startup hooks ran: the shutdown hooks will
         self.closing = False
         self._servers: list[asyncio.base_events.Server] = []
-        self.registry = Registry()  # what is open: HTTP connections, WebSockets, tasks
+        self.recorder = Recorder()  # what happened: handshakes, messages, closes...
+        self.registry = Registry(self.recorder)  # what is open: connections and tasks
+        # Under `corral run --workers`: this worker's number, and the directory where the
+        # workers share their stats (see corral.server.stats).
+        self.worker = worker
+        self._stats_dir = stats_dir
+        self._sharing: asyncio.Task[None] | None = None
         self._closed: asyncio.Event | None = None
         # Pub/sub: this process's subscriptions over the broker (memory unless told).
         self._topics = Topics(make_broker(broker))
@@ -92,6 +101,9 @@ class Server:
                 await self._topics.close()
                 raise
             self._started = True
+            if self._stats_dir is not None:
+                self._sharing = asyncio.create_task(share_stats(self._stats_dir, self.stats),
+                                                    name="corral-stats")
 
         def factory() -> HttpProtocol:
             return HttpProtocol(self, self.registry)
@@ -155,6 +167,27 @@ class Server:
         (and is logged and counted in ``topics.failed_publishes`` even if nobody awaits)."""
         return self._topics.publish(topic, message, keep=keep)
 
+    def stats(self) -> ServerStats:
+        """What this server process has open and has done since it started (counters of
+        handshakes, messages, bytes, drops, closes, publishes; the broker's state)."""
+        topics = self._topics
+        broker = topics.broker
+        return take(self.recorder, worker=self.worker, http_connections=len(self.registry.http),
+                    websockets=len(self.registry.websockets), publishes=topics.publishes,
+                    publish_failures=topics.failed_publishes, broker=broker.name,
+                    broker_connected=broker.connected, topics=len(topics.names()),
+                    subscriptions=topics.subscription_count())
+
+    def worker_stats(self) -> tuple[ServerStats, ...]:
+        """``stats()`` of every worker under ``corral run --workers N``, by worker number:
+        this one's now, the others' as they shared them at most a second ago. Only this
+        one's in a single process."""
+        mine = self.stats()
+        if self._stats_dir is None:
+            return (mine,)
+        others = [s for s in read_shared(self._stats_dir) if s.worker != self.worker]
+        return tuple(sorted([mine, *others], key=lambda stats: stats.worker))
+
     def subscriber_count(self, topic: str) -> int:
         """Subscribers of ``topic`` in this process."""
         return self._topics.subscriber_count(topic)
@@ -202,6 +235,9 @@ class Server:
                 await asyncio.wait(list(tasks), timeout=1.0)
         for server in self._servers:
             await server.wait_closed()
+        if self._sharing is not None:
+            self._sharing.cancel()
+            self._sharing = None
         if self._started:  # after the last connection, while the broker is still there
             await run_shutdown(self._on_shutdown, self)
         await self._topics.close()
@@ -234,8 +270,10 @@ class serve:
     or a :class:`~corral.pubsub.Broker`. ``on_startup`` / ``on_shutdown``: hooks run after
     the router's own (:class:`Router`), before the first connection is accepted and after
     the last is closed; a failing startup hook raises :class:`~corral.StartupError` and
-    nothing is served. Keyword options not named here are :class:`Options` fields, e.g.
-    ``max_message_size=16 * 2**20``.
+    nothing is served. ``worker`` and ``stats_dir``: this process's number among several
+    serving one port, and a directory they share their stats in (``Server.worker_stats``);
+    ``corral run --workers`` sets both. Keyword options not named here are
+    :class:`Options` fields, e.g. ``max_message_size=16 * 2**20``.
     """
 
     def __init__(
@@ -253,6 +291,8 @@ class serve:
         broker: str | Broker | None = None,
         on_startup: Iterable[Hook] = (),
         on_shutdown: Iterable[Hook] = (),
+        worker: int = 0,
+        stats_dir: str | None = None,
         **option_changes: Any,
     ) -> None:
         caller = sys._getframe(1)
@@ -261,7 +301,7 @@ class serve:
         if option_changes:
             opts = opts.replace(**option_changes)
         self._server = Server(as_router(app), opts, broker, on_startup=on_startup,
-                              on_shutdown=on_shutdown)
+                              on_shutdown=on_shutdown, worker=worker, stats_dir=stats_dir)
         self._args = (host, port)
         self._kwargs = dict(ssl=ssl, uds=uds, sock=sock, reuse_port=reuse_port, backlog=backlog)
         self._started = False  # set last: a serve() that raised above is not warned about

@@ -36,6 +36,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
+from .stats import remove_shared
+
 __all__ = [
     "EXIT_USAGE",
     "SHUTDOWN_TIMEOUT",
@@ -193,20 +195,23 @@ class _Worker:
 class Supervisor:
     """Keeps ``count`` workers running until :meth:`stop`.
 
-    ``command(fd)`` gives the argv of one worker; ``fd`` is the pipe read end it inherits
-    and must hand to :func:`watch_supervisor`. Workers go in their own process group, so a
-    Ctrl-C in a terminal reaches the supervisor alone and the workers are stopped in order,
-    never mistaken for crashed ones.
+    ``command(fd, slot)`` gives the argv of worker number ``slot`` (0 to count - 1; a
+    restarted worker keeps its number); ``fd`` is the pipe read end it inherits and must
+    hand to :func:`watch_supervisor`. Workers go in their own process group, so a Ctrl-C
+    in a terminal reaches the supervisor alone and the workers are stopped in order, never
+    mistaken for crashed ones. ``stats_dir``: where the workers share their stats
+    (:mod:`corral.server.stats`); the file of a worker that exits is removed.
     """
 
     def __init__(
         self,
-        command: Callable[[int], Sequence[str]],
+        command: Callable[[int, int], Sequence[str]],
         count: int,
         *,
         policy: RestartPolicy | None = None,
         shutdown_timeout: float = SHUTDOWN_TIMEOUT,
         where: str = "",
+        stats_dir: str | None = None,
     ) -> None:
         if count < 1:
             raise ValueError("at least one worker is needed")
@@ -215,6 +220,7 @@ class Supervisor:
         self._policy = policy or RestartPolicy()
         self._shutdown_timeout = shutdown_timeout
         self._where = where
+        self._stats_dir = stats_dir
         self._workers: dict[int, _Worker] = {}
         self._restarts: collections.deque[float] = collections.deque()  # when, loop time
         self._pending: set[asyncio.Task[None]] = set()  # restarts waiting for their delay
@@ -254,7 +260,7 @@ class Supervisor:
         read_end, write_end = os.pipe()
         try:
             process = await asyncio.create_subprocess_exec(
-                *self._command(read_end), pass_fds=(read_end,), process_group=0
+                *self._command(read_end, slot), pass_fds=(read_end,), process_group=0
             )
         except BaseException:
             os.close(write_end)
@@ -273,6 +279,8 @@ class Supervisor:
                 return event
             del self._workers[event.slot]
             os.close(event.pipe)
+            if self._stats_dir is not None:  # its figures are gone with it
+                remove_shared(self._stats_dir, event.slot)
             status = self._after_exit(event)
             if status is not None:
                 return status
@@ -342,12 +350,13 @@ class Supervisor:
 
 
 def supervise(
-    command: Callable[[int], Sequence[str]],
+    command: Callable[[int, int], Sequence[str]],
     count: int,
     *,
     policy: RestartPolicy | None = None,
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
     where: str = "",
+    stats_dir: str | None = None,
 ) -> int:
     """Run a :class:`Supervisor` until SIGINT or SIGTERM; return its exit status.
 
@@ -355,8 +364,8 @@ def supervise(
     since tools such as ``timeout`` send it to the whole process group as well."""
 
     async def main() -> int:
-        supervisor = Supervisor(command, count, policy=policy,
-                                shutdown_timeout=shutdown_timeout, where=where)
+        supervisor = Supervisor(command, count, policy=policy, shutdown_timeout=shutdown_timeout,
+                                where=where, stats_dir=stats_dir)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, lambda: supervisor.stop(force=True))
         loop.add_signal_handler(signal.SIGTERM, supervisor.stop)
