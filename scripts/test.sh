@@ -5,8 +5,9 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 bash scripts/install-system-deps.sh  # chromium, redis-server, nginx: the real peers
 bash scripts/install-node-peers.sh  # the ws npm package, for tests/interop/test_node_ws.py
-.venv/bin/python -m ruff check src tests scripts fuzz bench
+.venv/bin/python -m ruff check src tests scripts fuzz bench docs/examples
 .venv/bin/python -m mypy
+bash scripts/docs.sh  # the documentation site into site/, strict: a broken link or reference fails
 bash scripts/build-ext.sh  # a C extension older than its source is rebuilt
 # The real Autobahn|Testsuite against corral's server and client, its quick selection (about
 # 3.5 minutes on 2 cores, 12.1/13.1 compression most of it; wstest needs Python 2.7 and is

@@ -1,6 +1,6 @@
 """The errors corral raises, as one small tree.
 
-Every error a caller may want to catch derives from :class:`CorralError`::
+Every error a caller may want to catch derives from :class:`CorralError`:
 
     CorralError
     ├── HandshakeError             the opening handshake failed (carries an HTTP status)

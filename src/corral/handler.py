@@ -105,10 +105,14 @@ class Fragment(NamedTuple):
 
 
 class Ping(NamedTuple):
+    """Send a ping (up to 125 bytes of payload); the peer answers with a pong."""
+
     payload: bytes = b""
 
 
 class Pong(NamedTuple):
+    """Send an unsolicited pong (a one-way heartbeat; pings are answered by corral)."""
+
     payload: bytes = b""
 
 
@@ -141,7 +145,9 @@ class SetOptions(NamedTuple):
 
 
 Command = Text | Binary | Fragment | Ping | Pong | Close | Pause | Resume | SetOptions | Deflate
-Commands = None | Command | Iterable[Command]
+# A callback may also return the message itself: text for str, binary for bytes-like.
+Message = str | bytes | bytearray | memoryview
+Commands = None | Command | Message | Iterable[Command | Message]
 MaybeAsync = Commands | Awaitable[Commands]
 
 
@@ -203,6 +209,8 @@ class Handler:
         return None
 
     def on_pong(self, ws: WebSocket, payload: bytes) -> MaybeAsync:
+        """A pong arrived (the answer to a ping; for a keepalive ping ``ws.latency`` is
+        already updated)."""
         return None
 
     def on_info(self, ws: WebSocket, info: Any) -> MaybeAsync:

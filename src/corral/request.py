@@ -83,6 +83,7 @@ class Request:
 
     @property
     def method(self) -> str:
+        """``GET``, ``POST``... as the client sent it (upper case)."""
         return self.http.method
 
     @property
@@ -94,10 +95,12 @@ class Request:
 
     @property
     def path(self) -> str:
+        """The path of the request target, percent-decoded, without the query."""
         return self.http.path
 
     @property
     def query_string(self) -> str:
+        """What follows ``?`` in the request target, as sent."""
         return self.http.query_string
 
     @property
@@ -113,10 +116,12 @@ class Request:
 
     @property
     def headers(self) -> Headers:
+        """The request headers: ``get(name)`` (any case), ``get_all(name)``."""
         return self.http.headers
 
     @property
     def cookies(self) -> dict[str, str]:
+        """The ``Cookie`` headers' cookies, name to value (malformed ones skipped)."""
         if self._cookies is None:
             jar: SimpleCookie = SimpleCookie()
             for value in self.http.headers.get_all("cookie"):
@@ -129,14 +134,17 @@ class Request:
 
     @property
     def subprotocols(self) -> tuple[str, ...]:
+        """The subprotocols a WebSocket client offered, in its order of preference."""
         return self.upgrade.subprotocols if self.upgrade else ()
 
     @property
     def extensions(self) -> tuple[ExtensionOffer, ...]:
+        """The extensions a WebSocket client offered (``Sec-WebSocket-Extensions``)."""
         return self.upgrade.extensions if self.upgrade else ()
 
     @property
     def origin(self) -> str | None:
+        """The ``Origin`` header (browsers send it), or None."""
         return self.upgrade.origin if self.upgrade else self.http.headers.get("origin")
 
     @property
@@ -162,12 +170,15 @@ class Response:
 
     @classmethod
     def text(cls, text: str, status: int = 200) -> Response:
+        """A ``text/plain`` UTF-8 response."""
         return cls(status, text)
 
     @classmethod
     def json(cls, obj: Any, status: int = 200) -> Response:
+        """``obj`` as ``application/json`` (``json.dumps``)."""
         return cls(status, _json.dumps(obj), content_type="application/json")
 
     @classmethod
     def html(cls, html: str, status: int = 200) -> Response:
+        """A ``text/html`` UTF-8 response."""
         return cls(status, html, content_type="text/html; charset=utf-8")

@@ -169,9 +169,11 @@ class WebSocket(HandleCore):
         return self._session.send_fragment(data, last, compress)
 
     def ping(self, payload: bytes = b"") -> bool:
+        """Send a ping (``on_pong`` hears the answer); False, sending nothing, once closing."""
         return self._session.ping(payload)
 
     def pong(self, payload: bytes = b"") -> bool:
+        """Send an unsolicited pong; False, sending nothing, once closing."""
         return self._session.pong(payload)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
@@ -183,6 +185,7 @@ class WebSocket(HandleCore):
         self._session.pause_reading()
 
     def resume_reading(self) -> None:
+        """Read from the socket again after ``pause_reading``."""
         self._session.resume_reading()
 
     def set_compression(self, enabled: bool) -> None:

@@ -824,7 +824,7 @@ async def test_a_publish_during_a_fragmented_message_is_dropped_not_lost(
 
 
 class ResyncRoom(corral.Handler):
-    """docs/limits.md's chat room: messages are JSON with an increasing id; what a slow client
+    """docs/backpressure.md's chat room: messages are JSON with an increasing id; what a slow client
     missed is resent from the topic's history once it has caught up."""
 
     def __init__(self) -> None:

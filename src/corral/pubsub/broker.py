@@ -52,8 +52,8 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     def publish(self, topic: str, message: BrokerMessage, keep: int = 0) -> int | Awaitable[int]:
-        """Send ``message`` to every subscriber of ``topic`` in every process. With ``keep``
-        > 0 it is also added to the topic's history, which keeps the last ``keep``.
+        """Send ``message`` to every subscriber of ``topic`` in every process. With
+        ``keep > 0`` it is also added to the topic's history, which keeps the last ``keep``.
 
         A broker that delivers at once returns a count (subscribers written to); one that
         goes over the network returns an awaitable of the count it learns (Redis: the

@@ -130,6 +130,7 @@ class Server:
 
     @property
     def sockets(self) -> list[Any]:
+        """The listening sockets."""
         return [s for server in self._servers for s in server.sockets]
 
     @property
@@ -245,10 +246,12 @@ class Server:
         self._closed.set()
 
     async def wait_closed(self) -> None:
+        """Wait until :meth:`close` has finished (whoever called it)."""
         assert self._closed is not None
         await self._closed.wait()
 
     async def serve_forever(self) -> None:
+        """Serve until the server is closed (``wait_closed``, as asyncio names it)."""
         await self.wait_closed()
 
     async def __aenter__(self) -> Server:
