@@ -7,11 +7,16 @@ bring it back on the same port (the reconnection tests), and kills it by PID at 
 Tests that request it are skipped, saying why, where there is no redis-server.
 
 It also puts this folder on ``sys.path``, so that test modules (imported by pytest's
-importlib mode, not as a package) share ``helpers.py``.
+importlib mode, not as a package) share ``helpers.py``, and holds the fixtures the socket
+tests opt in to with ``pytestmark = pytest.mark.usefixtures("clean_logs",
+"no_leftover_tasks")``: no unexpected error logged, no task left behind.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import logging
 import os
 import shutil
 import signal
@@ -19,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -119,3 +124,41 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+# -- what the socket tests opt in to ----------------------------------------------------------
+
+
+@pytest.fixture
+def crash_expected() -> None:
+    """Requested by tests where a handler crashes on purpose: its report is the one error."""
+
+
+@pytest.fixture
+def errors_expected() -> None:
+    """Requested by tests where an application error is logged on purpose."""
+
+
+@pytest.fixture
+def clean_logs(caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test on any ERROR record ("Task exception was never retrieved" included),
+    except a handler's own crash report where ``crash_expected`` is requested, or any error
+    where ``errors_expected`` is."""
+    caplog.set_level(logging.WARNING)
+    yield
+    gc.collect()  # a task that failed unobserved reports itself when collected
+    if "errors_expected" in request.fixturenames:
+        return
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    if "crash_expected" in request.fixturenames:
+        errors = [r for r in errors if not r.getMessage().endswith("crashed")]
+    assert not errors, [r.getMessage() for r in errors]
+
+
+@pytest.fixture
+async def no_leftover_tasks() -> AsyncIterator[None]:
+    yield
+    for _ in range(3):
+        await asyncio.sleep(0)
+    leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert not leftovers, leftovers

@@ -20,7 +20,7 @@ import pytest
 from corral.protocol.frames import apply_mask
 
 __all__ = ["FRAME", "UPGRADE", "close_payload", "close_raw", "eventually", "free_port", "masked",
-           "read_frame", "read_to_eof", "twins"]
+           "read_frame", "read_response", "read_to_eof", "twins"]
 
 #: The RFC 6455 section 1.2 upgrade request, with a query (an HTTP parser's usual input).
 UPGRADE = (
@@ -116,3 +116,35 @@ def twins(pure: ModuleType, compiled: str) -> tuple[ModuleType | None, Any, list
     needs_compiled = pytest.mark.skipif(module is None, reason=f"{compiled} is not built")
     return module, needs_compiled, [pytest.param(pure, id="pure"),
                                     pytest.param(module, id="compiled", marks=needs_compiled)]
+
+
+async def read_response(reader: asyncio.StreamReader, *, head: bool = False,
+                        timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response: (status, headers with lowercased names, body), the body
+    framed by Content-Length, chunked encoding or the end of the connection (none for
+    ``head``, the answer to a HEAD, nor for 1xx, 204, 304)."""
+    raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+    lines = raw.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    if head or status < 200 or status in (204, 304):
+        return status, headers, b""
+    if "content-length" in headers:
+        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])),
+                                      timeout)
+    elif headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while True:
+            size = int((await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout)).strip(),
+                       16)
+            chunk = await asyncio.wait_for(reader.readexactly(size + 2), timeout)
+            if size == 0:
+                break
+            body += chunk[:-2]
+    else:
+        body = await read_to_eof(reader, timeout)
+    return status, headers, body

@@ -20,6 +20,7 @@ import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from .asgi.app import INTERFACES, is_asgi_app
 from .exceptions import StartupError
 from .handler import Handler
 from .options import COMPRESSION_PRESETS, DeflateSettings
@@ -39,6 +40,8 @@ MODULE:ATTR names what to serve. ATTR (dotted for nested attributes) is one of:
   - a corral.Router;
   - a corral.Handler subclass (one instance per connection, on every path);
   - an `async def handler(ws)` coroutine function (on every path);
+  - an ASGI 3 application (FastAPI, Starlette, Django...), recognised by its
+    `(scope, receive, send)` signature or with --interface asgi;
   - a factory: any other callable taking no arguments, plain or `async def`, called
     once inside the event loop at start-up (so it may start tasks, e.g. a feed that
     publishes to topics), that returns one of the above,
@@ -72,12 +75,20 @@ def _is_handler_coroutine(obj: Any) -> bool:
     return True
 
 
-def _servable(obj: Any) -> bool:
+def _servable(obj: Any, interface: str = "auto") -> bool:
+    if interface != "corral" and is_asgi_app(obj):
+        return True
+    if interface == "asgi":
+        # Forced: any callable that is not a factory (one taking no arguments).
+        return callable(obj) and not inspect.isclass(obj) and not _is_factory(obj)
     if isinstance(obj, Router):
         return True
     if inspect.isclass(obj):
         return issubclass(obj, Handler)
     return _is_handler_coroutine(obj)
+
+
+_KINDS = ("a Router, a Handler subclass, an `async def handler(ws)` or an ASGI application")
 
 
 def _is_factory(obj: Any) -> bool:
@@ -104,7 +115,7 @@ def _import_module(name: str) -> Any:
         raise AppLoadError(f"error while importing {name!r}:\n{traceback.format_exc()}") from None
 
 
-def find_app(spec: str) -> tuple[Any, bool]:
+def find_app(spec: str, interface: str = "auto") -> tuple[Any, bool]:
     """Import ``MODULE:ATTR``: what :func:`corral.serve` accepts, or a factory of it, and
     whether it is a factory (a function of no arguments, plain or ``async def``, which
     ``corral run`` calls inside the event loop). Raises :class:`AppLoadError` with a message
@@ -118,17 +129,18 @@ def find_app(spec: str) -> tuple[Any, bool]:
             obj = getattr(obj, part)
         except AttributeError:
             raise AppLoadError(f"{module_name!r} has no attribute {attr!r}") from None
-    if _servable(obj):
+    if _servable(obj, interface):
         return obj, False
     if _is_factory(obj):
         return obj, True
     raise AppLoadError(
-        f"{spec!r} is {_describe(obj)}, not a Router, a Handler subclass, an "
-        "`async def handler(ws)` or a factory of no arguments returning one"
+        f"{spec!r} is {_describe(obj)}, not {_KINDS}, or a factory of no arguments "
+        "returning one"
     )
 
 
-def app_factory(obj: Any, spec: str) -> Callable[[], Coroutine[Any, Any, App]]:
+def app_factory(obj: Any, spec: str, interface: str = "auto"
+                ) -> Callable[[], Coroutine[Any, Any, App]]:
     """The factory ``obj`` as ``corral.run(..., factory=True)`` calls it: awaited when it is
     ``async def``, what it returns checked, each failure an AppLoadError for the user."""
 
@@ -141,23 +153,20 @@ def app_factory(obj: Any, spec: str) -> Callable[[], Coroutine[Any, Any, App]]:
             raise AppLoadError(
                 f"calling the factory {spec!r} failed:\n{traceback.format_exc()}"
             ) from None
-        if not _servable(made):
-            raise AppLoadError(
-                f"the factory {spec!r} returned {_describe(made)}, not a Router, a Handler "
-                "subclass or an `async def handler(ws)`"
-            )
+        if not _servable(made, interface):
+            raise AppLoadError(f"the factory {spec!r} returned {_describe(made)}, not {_KINDS}")
         return made  # type: ignore[no-any-return]
 
     return make
 
 
-def load_app(spec: str) -> App:
+def load_app(spec: str, interface: str = "auto") -> App:
     """Import ``MODULE:ATTR`` and return something :func:`corral.serve` accepts, calling a
     factory (in an event loop of its own: ``corral run`` calls it in the server's loop)."""
-    obj, is_factory = find_app(spec)
+    obj, is_factory = find_app(spec, interface)
     if not is_factory:
         return obj  # type: ignore[no-any-return]
-    return asyncio.run(app_factory(obj, spec)())
+    return asyncio.run(app_factory(obj, spec, interface)())
 
 
 # -- argument types ----------------------------------------------------------------------------
@@ -264,6 +273,12 @@ def _add_run(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("app", metavar="MODULE:ATTR", help="the application to serve")
+    parser.add_argument("--interface", choices=INTERFACES, default="auto",
+                        help="what MODULE:ATTR is: auto (by its signature, the default), asgi "
+                             "(an ASGI 3 application) or corral (a Router, a Handler...)")
+    parser.add_argument("--root-path", default="", metavar="PATH",
+                        help="ASGI: the path the application is mounted at behind a proxy "
+                             "(the scope's root_path), e.g. /api")
     _add_server_options(parser)
     parser.set_defaults(func=_cmd_run, parser=parser)
 
@@ -408,8 +423,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cwd = os.getcwd()
         if cwd not in sys.path:
             sys.path.insert(0, cwd)
-        obj, is_factory = find_app(args.app)
-        return (app_factory(obj, args.app), True) if is_factory else (obj, False)
+        obj, is_factory = find_app(args.app, args.interface)
+        if is_factory:
+            return app_factory(obj, args.app, args.interface), True
+        if args.root_path and not (args.interface == "asgi" or is_asgi_app(obj)):
+            raise AppLoadError("--root-path applies to ASGI applications")
+        return obj, False
 
     return _serve(args, load)
 
@@ -451,6 +470,10 @@ def _serve(args: argparse.Namespace, load: Callable[[], tuple[Any, bool]]) -> in
         keywords["reuse_port"] = True
     if args.supervisor_stats is not None:
         keywords.update(worker=args.supervisor_slot, stats_dir=args.supervisor_stats)
+    if getattr(args, "interface", "auto") != "auto":
+        keywords["interface"] = args.interface
+    if getattr(args, "root_path", ""):
+        keywords["root_path"] = args.root_path
     try:
         run(app, args.host, args.port, tls_cert=args.tls_cert, tls_key=args.tls_key,
             uds=args.uds, factory=is_factory, **keywords)

@@ -23,6 +23,7 @@ import pytest
 import corral
 from corral import CloseKind, CloseReason
 from corral.protocol.frames import Opcode, serialize_frame
+from corral.server.serve import what_to_serve
 from helpers import close_payload, close_raw, eventually, masked, read_frame, read_to_eof
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -1095,8 +1096,6 @@ async def _agen(ws: Any) -> Any:
 
 @pytest.mark.parametrize(("target", "says"), [
     (_plain, "_plain needs 1 argument(s), but corral calls what it is given with none"),
-    (_asgi, "looks like an ASGI application"),
-    (_AsgiApp(), "looks like an ASGI application"),
     (_two, "_two takes 2 arguments: an async def handler takes one, the connection"),
     (_agen, "_agen is a generator function"),
     (42, "not a WebSocket handler: 42"),
@@ -1110,6 +1109,20 @@ def test_a_handler_that_cannot_work_is_refused_when_registered(target: Any, says
         corral.serve(target)
     with pytest.raises(TypeError, match=re.escape(says)):
         corral.run(target, use_uvloop=False, malloc_tuning=False)
+
+
+@pytest.mark.parametrize("app", [_asgi, _AsgiApp()])
+def test_an_asgi_application_is_served_whole_not_as_a_route(app: Any) -> None:
+    with pytest.raises(TypeError, match=re.escape("looks like an ASGI application")):
+        corral.Router().websocket("/", app)
+    router, asgi = what_to_serve(app)
+    assert asgi is not None and asgi.app is app and not router.routes
+    with pytest.raises(ValueError, match="root_path applies to ASGI applications"):
+        what_to_serve(Echo, root_path="/api")
+    with pytest.raises(ValueError, match="interface must be one of"):
+        what_to_serve(app, interface="wsgi")
+    with pytest.raises(TypeError, match=re.escape("looks like an ASGI application")):
+        what_to_serve(app, interface="corral")
 
 
 def test_what_can_work_is_still_accepted() -> None:

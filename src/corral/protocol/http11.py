@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 from urllib.parse import unquote
 
 import httptools
@@ -32,7 +32,11 @@ __all__ = [
     "HTTPRequest",
     "HTTPResponse",
     "Headers",
+    "RequestBody",
+    "RequestEnd",
+    "RequestHead",
     "RequestParser",
+    "RequestStreamParser",
     "ResponseParser",
 ]
 
@@ -125,6 +129,11 @@ class Headers:
         """A copy of the (name, value) pairs, in order."""
         fields = self._fields
         return list(zip(fields[1::3], fields[2::3], strict=True))
+
+    def lower_items(self) -> list[tuple[str, str]]:
+        """The (lowercased name, value) pairs, in order (as ASGI scopes carry them)."""
+        fields = self._fields
+        return list(zip(fields[0::3], fields[2::3], strict=True))
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
@@ -547,6 +556,80 @@ class RequestParser(_BoundedParser):
             keep_alive=self._parser.should_keep_alive(),
             upgrade=self._upgrade,
         )
+
+
+class RequestHead(NamedTuple):
+    """A request's head is complete (``request.body`` is empty: the body follows)."""
+
+    request: HTTPRequest
+
+
+class RequestBody(NamedTuple):
+    """A piece of the current request's body, as it arrived (chunked framing removed)."""
+
+    data: bytes
+
+
+class RequestEnd(NamedTuple):
+    """The current request is complete."""
+
+
+_END = RequestEnd()
+
+
+class RequestStreamParser(RequestParser):
+    """:class:`RequestParser` for a server that streams bodies to its application: each
+    request comes out as its head, the pieces of its body, then its end, as they arrive.
+    The same limits apply (``max_body`` included: 413 once a body grows past it); the bytes
+    after an upgrade request's head are in ``trailing``."""
+
+    def __init__(self, **limits: int) -> None:
+        super().__init__(**limits)
+        self._events: list[RequestHead | RequestBody | RequestEnd] = []
+        self._body_size = 0
+
+    def feed(self, data: bytes) -> list[RequestHead | RequestBody | RequestEnd]:  # type: ignore[override]
+        """Parse ``data``; the events it completes, in order. An error found after some
+        events is raised by the next call (see :meth:`RequestParser.feed`)."""
+        if self.upgraded:
+            raise RuntimeError("feed() after an upgrade request: the bytes are not HTTP")
+        self._events = []
+        try:
+            offset = self._feed_pieces(data)
+        except InvalidRequest:
+            if self._events:
+                return self._events  # the error comes with the next feed (``error``)
+            raise
+        if offset is not None:
+            self.upgraded = True
+            self.trailing = bytes(data[offset:])
+        return self._events
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._body_size = 0
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._events.append(RequestHead(self._build()))
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self.max_body:
+            self._fail(self._error("body too large", 413))
+        self._events.append(RequestBody(bytes(body)))
+
+    def on_message_complete(self) -> None:
+        _BoundedParser.on_message_complete(self)
+        self._reusable = self._parser.should_keep_alive()
+        self._events.append(_END)
+
+    def _fast_head(self, data: bytes, pos: int) -> tuple[int, bool] | None:
+        fast = super()._fast_head(data, pos)
+        if fast is not None:
+            # A head without a body, whole: its head and its end at once.
+            self._events += (RequestHead(self._done.pop()), _END)
+        return fast
 
 
 class ResponseParser(_BoundedParser):

@@ -1,9 +1,12 @@
-"""The HTTP phase of a server connection: parse, route, answer or upgrade.
+"""The HTTP phase of a connection to a :class:`~corral.Router`: parse, route, answer or
+upgrade.
 
-Each TCP connection starts here. Plain HTTP requests are answered (keep-alive and pipelining
-served in order); a WebSocket upgrade runs the handler's decision, writes the 101 and hands
-the transport to a :class:`~corral.websocket.WebSocket`. Every refusal is an HTTP status with
-a short reason; nothing a client sends here can raise out of this protocol.
+Plain HTTP requests are answered by the routes' handlers (keep-alive and pipelining served
+in order); a WebSocket upgrade runs the handler's decision, and
+:class:`~corral.server.connection.HttpConnection` (what this shares with the ASGI protocol)
+writes the 101 and hands the transport to a :class:`~corral.websocket.WebSocket`. Every
+refusal is an HTTP status with a short reason; nothing a client sends here can raise out of
+this protocol.
 """
 
 from __future__ import annotations
@@ -16,22 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import InvalidRequest
 from ..handler import Accept, Reject
-from ..options import DeflateSettings, Options
-from ..protocol.connection import Connection, Side
-from ..protocol.extensions.negotiation import server_accept
-from ..protocol.handshake import (
-    UpgradeInfo,
-    build_accept,
-    build_http_response,
-    check_request,
-    is_websocket_upgrade,
-    origin_allowed,
-)
+from ..options import Options
+from ..protocol.handshake import build_http_response, is_websocket_upgrade
 from ..protocol.http11 import HTTPRequest, RequestParser
 from ..request import Request, Response
-from ..websocket import WebSocket
-from .forwarded import Forwarded, forwarded
-from .proxy_protocol import ProxyProtocolError, parse_proxy_header
+from .connection import HttpConnection
 from .router import Route
 
 if TYPE_CHECKING:
@@ -43,16 +35,13 @@ __all__ = ["HttpProtocol"]
 logger = logging.getLogger("corral.server")
 
 
-class HttpProtocol(asyncio.Protocol):
-    """Serves one TCP connection until it upgrades or closes."""
+class HttpProtocol(HttpConnection):
+    """Serves one TCP connection to a :class:`~corral.Router` until it upgrades or closes."""
 
-    __slots__ = ("_busy", "_pending", "_proxied", "_proxy_header", "_recorder", "_registry",
-                 "_secure", "_timer", "_write_paused", "parser", "server", "transport")
+    __slots__ = ("_pending", "parser")
 
     def __init__(self, server: Server, registry: Registry) -> None:
-        self.server = server
-        self._registry = registry
-        self._recorder = server.recorder
+        super().__init__(server, registry)
         opts = server.options
         self.parser = RequestParser(
             max_request_line=opts.max_request_line,
@@ -60,39 +49,11 @@ class HttpProtocol(asyncio.Protocol):
             max_header_bytes=opts.max_header_bytes,
             max_body=opts.max_body,
         )
-        self.transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._pending: deque[HTTPRequest] = deque()
-        self._busy = False  # a request is being answered (by a task, when it stays True)
-        self._write_paused = False
-        self._secure = False  # TLS
-        # The PROXY protocol: the bytes of its header received so far (None: not expected,
-        # or parsed), and the client it named.
-        self._proxy_header: bytes | None = b"" if opts.proxy_protocol else None
-        self._proxied: Forwarded | None = None
 
-    # -- asyncio.Protocol ------------------------------------------------------------------------
+    # -- reading ---------------------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self._secure = transport.get_extra_info("sslcontext") is not None
-        self._registry.http.add(self)
-        self._recorder.connections_accepted += 1
-        if self.server.closing:
-            transport.close()
-            return
-        self._arm_timer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timer()
-        self._registry.http.discard(self)
-
-    def data_received(self, data: bytes) -> None:
-        if self._proxy_header is not None:
-            rest = self._proxy_received(data)
-            if not rest:
-                return
-            data = rest
+    def _received(self, data: bytes) -> None:
         try:
             requests = self.parser.feed(data)
         except InvalidRequest as exc:
@@ -101,30 +62,6 @@ class HttpProtocol(asyncio.Protocol):
         self._pending.extend(requests)
         if requests and not self._busy:
             self._next()
-
-    def _proxy_received(self, data: bytes) -> bytes:
-        """Take the PROXY protocol header off the start of the stream; what follows it."""
-        assert self._proxy_header is not None
-        received = self._proxy_header + data
-        trusted = self.server.trusted_proxies
-        try:
-            if trusted is not None and self.transport is not None:
-                peer = self.transport.get_extra_info("peername")
-                if not isinstance(peer, tuple) or peer[0] not in trusted:
-                    raise ProxyProtocolError("PROXY protocol header from a peer not in "
-                                             "forwarded_allow_ips")
-            header = parse_proxy_header(received)
-        except ProxyProtocolError as exc:
-            self._proxy_header = None
-            self._refuse(400, str(exc))
-            return b""
-        if header is None:
-            self._proxy_header = received
-            return b""
-        self._proxy_header = None
-        if header.client is not None:
-            self._proxied = Forwarded(header.client, self._secure, None)
-        return received[header.size:]
 
     def pause_writing(self) -> None:
         # A client that pipelines requests without reading the answers: stop taking more.
@@ -146,60 +83,11 @@ class HttpProtocol(asyncio.Protocol):
         else:
             transport.resume_reading()
 
-    def close_if_idle(self) -> None:
-        """The server is stopping: close now unless a request is being answered (that one
-        closes after its answer, as the server is closing)."""
-        if self.transport is not None and not self._busy:
-            self.transport.close()
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-    # -- timers ----------------------------------------------------------------------------------
-
-    def _arm_timer(self) -> None:
-        timeout = self.server.options.handshake_timeout
-        if timeout is not None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(timeout, self._timed_out)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _timed_out(self) -> None:
-        self._timer = None
-        if self._busy:
-            return
-        self._refuse(408, "request not received in time")
-
-    # -- answering -------------------------------------------------------------------------------
-
-    def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
     def _refuse(
         self, status: int, reason: str, headers: list[tuple[str, str]] | tuple[()] = ()
     ) -> None:
-        """Answer with an error status and close: the connection state is unknown after it."""
-        self._recorder.response(status)
-        self._write(build_http_response(status, body=reason + "\n", headers=list(headers)))
-        self._close()
+        super()._refuse(status, reason, headers)
         self._pending.clear()
-
-    def _close(self) -> None:
-        """Close after the answer is written; a client that never reads it is dropped when
-        the handshake timeout runs out again."""
-        self._cancel_timer()
-        transport = self.transport
-        if transport is None:
-            return
-        transport.close()
-        timeout = self.server.options.handshake_timeout or self.server.options.close_timeout
-        self._timer = asyncio.get_running_loop().call_later(timeout, transport.abort)
 
     def _respond(self, request: HTTPRequest, response: Response) -> None:
         # After an upgrade request the parser has stopped (what follows may be frames): an
@@ -291,38 +179,16 @@ class HttpProtocol(asyncio.Protocol):
         self._respond(request, result)
         return None
 
-    def _request(self, request: HTTPRequest, info: UpgradeInfo | None,
-                 params: dict[str, str]) -> Request:
-        """The handler's view of a request; behind a trusted proxy, with the client it
-        names (``forwarded_allow_ips``)."""
-        seen = self._proxied  # the PROXY protocol's word comes first
-        trusted = self.server.trusted_proxies
-        transport = self.transport
-        if seen is None and trusted is not None and transport is not None:
-            seen = forwarded(request.headers, transport.get_extra_info("peername"),
-                             self._secure, trusted)
-        return Request(request, None, info, params, transport=transport, secure=self._secure,
-                       forwarded=seen, server=self.server)
-
     async def _respond_later(self, request: HTTPRequest, result: Any) -> None:
         self._respond(request, await result)
 
     # -- the WebSocket upgrade ---------------------------------------------------------------------
 
     def _upgrade(self, request: HTTPRequest, route: Route, params: dict[str, str]) -> Any:
-        try:
-            info = check_request(request)
-        except InvalidRequest as exc:
-            self._recorder.handshake("refused")
-            self._refuse(exc.status, exc.reason, exc.headers)
-            return None
         assert route.websocket is not None
-        # Cross-site WebSocket hijacking: refused before the handler runs any of its code.
         route_options = Options.merge(self.server.options, route.options)
-        req = self._request(request, info, params)
-        if not origin_allowed(info.origin, req.host or info.host, route_options.allowed_origins):
-            self._recorder.handshake("refused")
-            self._refuse(403, "origin not allowed")
+        req = self._upgrade_request(request, params, route_options)
+        if req is None:
             return None
         try:
             handler = route.websocket()
@@ -357,40 +223,4 @@ class HttpProtocol(asyncio.Protocol):
             return
         if not isinstance(decision, Accept):
             raise TypeError(f"upgrade() must return Accept or Reject, not {decision!r}")
-        options = Options.merge(route_options, decision.options)
-        info = req.upgrade
-        assert info is not None
-        if decision.subprotocol is not None and decision.subprotocol not in info.subprotocols:
-            raise ValueError(f"subprotocol {decision.subprotocol!r} was not offered")
-        if self.server.closing:
-            self._recorder.handshake("refused")
-            self._refuse(503, "server shutting down")
-            return
-        compression = options.compression
-        if decision.compress is True:
-            compression = compression or DeflateSettings()
-        elif decision.compress is False:
-            compression = None
-        elif decision.compress is not None:
-            compression = decision.compress
-        extensions, extension_header = server_accept(info.extensions, compression)
-        transport.write(build_accept(info, subprotocol=decision.subprotocol,
-                                     extensions=extension_header, headers=decision.headers))
-        conn = Connection(
-            Side.SERVER,
-            max_message_size=options.max_message_size,
-            max_frame_size=options.frame_limit,
-            receive_fragments=options.receive_fragments,
-            extensions=extensions,
-        )
-        registry = self._registry
-        ws = WebSocket(conn, handler, options, request=req, subprotocol=decision.subprotocol,
-                       on_finish=registry.websocket_finished, track_task=registry.track_task,
-                       pubsub=self.server.topics, counters=self._recorder.wire)
-        transport.set_write_buffer_limits(high=options.write_limit)
-        self._cancel_timer()
-        registry.upgraded(self, ws)
-        # An async upgrade decision paused reading (see _next); the WebSocket reads from here.
-        transport.resume_reading()
-        ws.start(transport, self.parser.trailing)
-        self._recorder.handshake("accepted")
+        self._open_websocket(decision, handler, req, route_options, self.parser.trailing)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..websocket import WebSocket
-    from .http import HttpProtocol
+    from .connection import HttpConnection
     from .stats import Recorder
 
 __all__ = ["Registry"]
@@ -25,7 +25,7 @@ class Registry:
                  "websockets")
 
     def __init__(self, recorder: Recorder | None = None) -> None:
-        self.http: set[HttpProtocol] = set()  # still in the HTTP phase
+        self.http: set[HttpConnection] = set()  # still in the HTTP phase
         self.websockets: set[WebSocket] = set()
         self.tasks: set[asyncio.Task[Any]] = set()  # started for connections (create_task)
         self._recorder = recorder  # counts how the WebSockets ended
@@ -33,7 +33,7 @@ class Registry:
         self.websocket_finished = self._websocket_finished
         self.track_task = self._track_task
 
-    def upgraded(self, http: HttpProtocol, ws: WebSocket) -> None:
+    def upgraded(self, http: HttpConnection, ws: WebSocket) -> None:
         """``http``'s connection is now the WebSocket ``ws``."""
         self.http.discard(http)
         self.websockets.add(ws)

@@ -93,8 +93,8 @@ def websocket_factory(
 
 
 _ASGI = ("{target!r} looks like an ASGI application (async (scope, receive, send)): corral "
-         "serves a Router, a Handler subclass or an async def handler(ws); it does not run "
-         "ASGI applications yet")
+         "serves one as a whole, not as a route: corral.serve(app), corral.run(app) or "
+         "`corral run module:app`")
 
 
 @dataclass(slots=True)

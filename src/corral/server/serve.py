@@ -13,6 +13,8 @@ from collections.abc import Callable, Generator, Iterable
 from types import TracebackType
 from typing import Any, cast
 
+from ..asgi.app import INTERFACES, AsgiApp, is_asgi_app
+from ..asgi.http import AsgiHttpProtocol
 from ..exceptions import StartupError
 from ..options import Options
 from ..protocol.frames import CloseCode
@@ -52,8 +54,10 @@ class Server:
         on_shutdown: Iterable[Hook] = (),
         worker: int = 0,
         stats_dir: str | None = None,
+        asgi: AsgiApp | None = None,
     ) -> None:
         self.router = router
+        self.asgi = asgi  # an ASGI application served instead of the router's routes
         self.options = options
         # Whose forwarding headers are believed (None: nobody's); server-wide.
         proxies = options.forwarded_allow_ips
@@ -96,8 +100,12 @@ class Server:
             await self._topics.start()
             try:
                 # Before anything listens: no connection is accepted until they are done.
+                if self.asgi is not None:
+                    await self.asgi.lifespan.startup()
                 await run_startup(self._on_startup, self)
             except BaseException:
+                if self.asgi is not None:
+                    await self.asgi.lifespan.shutdown()
                 await self._topics.close()
                 raise
             self._started = True
@@ -105,7 +113,11 @@ class Server:
                 self._sharing = asyncio.create_task(share_stats(self._stats_dir, self.stats),
                                                     name="corral-stats")
 
-        def factory() -> HttpProtocol:
+        asgi = self.asgi
+
+        def factory() -> HttpProtocol | AsgiHttpProtocol:
+            if asgi is not None:
+                return AsgiHttpProtocol(self, self.registry, asgi)
             return HttpProtocol(self, self.registry)
 
         # A client that never completes TLS is slow-loris too: bound it like the HTTP phase.
@@ -241,6 +253,8 @@ class Server:
             self._sharing = None
         if self._started:  # after the last connection, while the broker is still there
             await run_shutdown(self._on_shutdown, self)
+            if self.asgi is not None:
+                await self.asgi.lifespan.shutdown()
         await self._topics.close()
         assert self._closed is not None
         self._closed.set()
@@ -263,13 +277,32 @@ class Server:
         await self.close()
 
 
+def what_to_serve(app: Any, interface: str = "auto", root_path: str = ""
+                  ) -> tuple[Router, AsgiApp | None]:
+    """The router to serve, and the ASGI application instead of its routes if ``app`` is
+    one (``interface``: ``"auto"`` decides by its signature, ``"asgi"`` or ``"corral"``
+    force the choice). Refuses, with the reason, what cannot be served."""
+    if interface not in INTERFACES:
+        raise ValueError(f"interface must be one of {', '.join(INTERFACES)}, not {interface!r}")
+    if interface == "asgi" or (interface == "auto" and is_asgi_app(app)):
+        if not callable(app):
+            raise TypeError(f"not an ASGI application: {app!r}")
+        return Router(), AsgiApp(app, root_path)
+    if root_path:
+        raise ValueError("root_path applies to ASGI applications: a Router's routes are "
+                         "written with their whole path")
+    return as_router(app), None
+
+
 class serve:
     """Start a server: ``server = await serve(app, host, port)`` or
     ``async with serve(app, host, port) as server: ...``.
 
     ``app`` is a :class:`Router`, a :class:`~corral.Handler` subclass (one instance per
-    connection, every path) or an ``async def handler(ws)``. ``broker`` carries publishes
-    between processes: None or ``"memory"`` (this process only), ``"redis://host:port/db"``,
+    connection, every path), an ``async def handler(ws)``, or an ASGI 3 application
+    (FastAPI, Starlette, Django: recognised by its ``(scope, receive, send)`` signature, or
+    with ``interface="asgi"``; ``root_path`` is where it is mounted, docs/how-to/fastapi.md).
+    ``broker`` carries publishes between processes: None or ``"memory"`` (this process only), ``"redis://host:port/db"``,
     or a :class:`~corral.pubsub.Broker`. ``on_startup`` / ``on_shutdown``: hooks run after
     the router's own (:class:`Router`), before the first connection is accepted and after
     the last is closed; a failing startup hook raises :class:`~corral.StartupError` and
@@ -296,6 +329,8 @@ class serve:
         on_shutdown: Iterable[Hook] = (),
         worker: int = 0,
         stats_dir: str | None = None,
+        interface: str = "auto",
+        root_path: str = "",
         **option_changes: Any,
     ) -> None:
         caller = sys._getframe(1)
@@ -303,8 +338,10 @@ class serve:
         opts = options or Options()
         if option_changes:
             opts = opts.replace(**option_changes)
-        self._server = Server(as_router(app), opts, broker, on_startup=on_startup,
-                              on_shutdown=on_shutdown, worker=worker, stats_dir=stats_dir)
+        router, asgi = what_to_serve(app, interface, root_path)
+        self._server = Server(router, opts, broker, on_startup=on_startup,
+                              on_shutdown=on_shutdown, worker=worker, stats_dir=stats_dir,
+                              asgi=asgi)
         self._args = (host, port)
         self._kwargs = dict(ssl=ssl, uds=uds, sock=sock, reuse_port=reuse_port, backlog=backlog)
         self._started = False  # set last: a serve() that raised above is not warned about
@@ -401,9 +438,12 @@ def run(
     else:
         raise RuntimeError("corral.run() starts its own event loop and cannot run inside "
                            "one: in async code, use `server = await corral.serve(...)`")
-    router: Router | None = None
+    interface = kwargs.get("interface", "auto")
+    served: Any = None
     if not factory:
-        router = as_router(cast(App, app))  # one that cannot work is refused before anything runs
+        # One that cannot work is refused before anything runs.
+        what_to_serve(app, interface, kwargs.get("root_path", ""))
+        served = app
     elif not callable(app):
         raise TypeError(f"factory=True needs a function that makes the app, not {app!r}")
     if configure_logging and not logging.getLogger().handlers:
@@ -415,18 +455,19 @@ def run(
         tune_malloc()
     ssl = ssl_context(tls_cert, tls_key) if tls_cert else None
 
-    async def made_by_factory() -> Router:
+    async def made_by_factory() -> Any:
         try:
             made = cast(Callable[[], Any], app)()
             if inspect.isawaitable(made):
                 made = await made
-            return as_router(made)
+            what_to_serve(made, interface, kwargs.get("root_path", ""))
+            return made
         except Exception as exc:
             raise StartupError(f"the app factory {name_of(app)}", exc) from exc
 
     async def main() -> None:
-        served = router if router is not None else await made_by_factory()
-        server = await serve(served, host, port, ssl=ssl, **kwargs)
+        target = served if served is not None else await made_by_factory()
+        server = await serve(target, host, port, ssl=ssl, **kwargs)
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
