@@ -15,7 +15,7 @@ Reading the figures costs nothing on the connections: they are counted anyway
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 try:
     from prometheus_client import REGISTRY
@@ -31,7 +31,7 @@ from .server.stats import ServerStats
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
-__all__ = ["CorralCollector", "metrics", "metrics_handler"]
+__all__ = ["CorralCollector", "asgi_metrics", "metrics", "metrics_handler"]
 
 
 class CorralCollector:
@@ -152,3 +152,38 @@ def metrics_handler(registry: Collector | None = REGISTRY) -> Callable[[Request]
 metrics = metrics_handler()
 """``router.http("/metrics", corral.metrics.metrics)``: corral's metrics and
 ``prometheus_client``'s default registry."""
+
+
+class _MetricsApp:
+    """The ASGI application :func:`asgi_metrics` makes (an object, so that Starlette's
+    ``add_route`` runs it as ASGI rather than as a request handler)."""
+
+    def __init__(self, registry: Collector | None) -> None:
+        self._registry = registry
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        stats = (scope.get("extensions") or {}).get("corral.stats")
+        if stats is None:
+            status, content_type = 500, "text/plain; charset=utf-8"
+            body = b"corral.metrics: this server does not offer corral's stats\n"
+        else:
+            collectors: list[Collector] = [CorralCollector(stats["worker_stats"])]
+            if self._registry is not None:
+                collectors.insert(0, self._registry)
+            accept = next((v.decode("latin-1") for n, v in scope["headers"]
+                           if n == b"accept"), "")
+            encoder, content_type = choose_encoder(accept)
+            status, body = 200, encoder(_Together(*collectors))
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", content_type.encode("latin-1"))]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def asgi_metrics(registry: Collector | None = REGISTRY) -> Any:
+    """An ASGI application serving the same, for an ASGI app served by corral:
+    ``app.add_route("/metrics", corral.metrics.asgi_metrics())`` (Starlette, FastAPI). It
+    reads the figures through the ``corral.stats`` scope extension; elsewhere it answers
+    500."""
+    return _MetricsApp(registry)

@@ -59,6 +59,9 @@ logger = logging.getLogger("corral.asgi")
 
 BODY_BUFFER = 65536  # request body bytes waiting for the application before reading pauses
 
+# The server's figures for an ASGI route (corral.metrics.asgi_metrics): {"worker_stats": f}.
+STATS_EXTENSION = "corral.stats"
+
 _NO_BODY_STATUS = frozenset({204, 304})
 _FORBIDDEN = frozenset({"connection", "transfer-encoding"})  # corral frames the response
 
@@ -282,7 +285,8 @@ class AsgiHttpProtocol(HttpConnection):
         app = self._app
         req = self._request(request, None, {})
         scope = http_scope(req, app.root_path, self._server_address(), app.state,
-                           {EXTENSION: extension_for(self.server, None)})
+                           {EXTENSION: extension_for(self.server, None),
+                            STATS_EXTENSION: {"worker_stats": self.server.worker_stats}})
         task = asyncio.get_running_loop().create_task(
             self._run(cycle, scope), name="corral-asgi-http")
         self._registry.track_task(task)
