@@ -6,6 +6,8 @@
 #   scripts/autobahn.sh [--full]  every case (517) both ways; writes compliance/RESULTS.md.
 #   scripts/autobahn.sh --quick   sections 1-10, 12.1 and 13.1 both ways (scripts/test.sh runs
 #                                 it); leaves compliance/RESULTS.md alone.
+#   ... --asgi                    the server side only, against a Starlette WebSocket echo
+#                                 served by corral (corral.examples.starlette_echo:app).
 # Either exits 1 when a side leaves no report (a crash, a hang) or any case is FAILED,
 # NON-STRICT or UNIMPLEMENTED, or closes badly.
 #
@@ -19,12 +21,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode=full
-case "${1:-}" in
-    "" | --full) ;;
-    --quick) mode=quick ;;
-    -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: $0 [--full | --quick]" >&2; exit 2 ;;
-esac
+asgi=0
+app=corral.examples.echo:app
+sides=both
+for argument in "$@"; do
+    case "$argument" in
+        --full) ;;
+        --quick) mode=quick ;;
+        --asgi) app=corral.examples.starlette_echo:app sides=server asgi=1 ;;
+        -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "usage: $0 [--full | --quick] [--asgi]" >&2; exit 2 ;;
+    esac
+done
 if [ "$mode" = quick ]; then
     side_timeout=${AUTOBAHN_TIMEOUT:-600}
 else
@@ -36,6 +44,9 @@ site=$home/site
 wstest=$home/bin/wstest
 requirements=compliance/wstest-requirements.txt
 artifacts=test-artifacts/autobahn
+if [ "$asgi" = 1 ]; then
+    artifacts=test-artifacts/autobahn-asgi
+fi
 report=scripts/autobahn_report.py
 venv_python=.venv/bin/python
 
@@ -216,7 +227,7 @@ run_server_side() {
     local dir=$artifacts/server port start=$SECONDS
     rm -rf "$dir" && mkdir -p "$dir"
     port=$(free_port)
-    local server=(.venv/bin/corral run corral.examples.echo:app --host 127.0.0.1 --port "$port"
+    local server=(.venv/bin/corral run "$app" --host 127.0.0.1 --port "$port"
                   --max-message-size 16777216 --compression balanced --log-level warning)
     show_command "$port" "${server[@]}" >"$dir/command.txt"
     start "$dir/corral.log" "${server[@]}"
@@ -255,10 +266,12 @@ run_client_side() {
 }
 
 run_server_side
-run_client_side
-
-summary=("$venv_python" "$report" summary "server=$artifacts/server" "client=$artifacts/client")
-if [ "$mode" = quick ]; then
+summary=("$venv_python" "$report" summary "server=$artifacts/server")
+if [ "$sides" = both ]; then
+    run_client_side
+    summary+=("client=$artifacts/client")
+fi
+if [ "$mode" = quick ] || [ "$sides" != both ]; then
     "${summary[@]}" --strict
 else
     version="$("$wstest" --autobahnversion 2>/dev/null | paste -sd, - | sed 's/,/, /g'),\

@@ -19,7 +19,7 @@ import hashlib
 import os
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -354,12 +354,17 @@ async def echo_coroutine(ws: corral.AsyncWebSocket) -> None:
 HANDLER_STYLES = {"callback": Echo, "async-callback": AsyncEcho, "async-for": echo_coroutine}
 
 
-@pytest.fixture(params=list(HANDLER_STYLES))
+@pytest.fixture(params=[*HANDLER_STYLES, "asgi-starlette"])
 async def server(request: pytest.FixtureRequest) -> AsyncIterator[corral.Server]:
-    """The suite runs against each handler style: they must behave the same on the wire."""
-    router = corral.Router().websocket("/", HANDLER_STYLES[request.param])
+    """The suite runs against each handler style, and against a Starlette echo served as an
+    ASGI application: they must all behave the same on the wire."""
+    app: Any
+    if request.param == "asgi-starlette":
+        from corral.examples.starlette_echo import app
+    else:
+        app = corral.Router().websocket("/", HANDLER_STYLES[request.param])
     options = corral.Options(max_message_size=MAX_MESSAGE_SIZE, allowed_origins=("*",))
-    srv = await corral.serve(router, "127.0.0.1", 0, options=options)
+    srv = await corral.serve(app, "127.0.0.1", 0, options=options)
     try:
         yield srv
     finally:

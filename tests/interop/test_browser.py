@@ -336,3 +336,49 @@ async def test_cross_origin_page(page: Page) -> None:
     assert admitted["closed"]["code"] == 1000
     assert listed.origins == [other_origin]
     assert listed.closes[0].kind is CloseKind.REMOTE
+
+
+async def test_a_starlette_app_served_by_corral(page: Page) -> None:
+    """The same echo through an ASGI application (Starlette) on corral: Chromium's page from
+    a Starlette route, its WebSocket on corral's engine, compressed as a corral handler's."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request as StarletteRequest
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route, WebSocketRoute
+    from starlette.websockets import WebSocket as StarletteWebSocket
+
+    disconnects: list[dict[str, Any]] = []
+    done = asyncio.Event()
+
+    async def home(request: StarletteRequest) -> HTMLResponse:
+        return HTMLResponse(PAGE)
+
+    async def echo(websocket: StarletteWebSocket) -> None:
+        await websocket.accept()
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                disconnects.append(message)
+                done.set()
+                return
+            if message.get("text") is not None:
+                await websocket.send_text(message["text"])
+            else:
+                await websocket.send_bytes(message["bytes"])
+
+    app = Starlette(routes=[Route("/", home), WebSocketRoute("/ws", echo)])
+    async with corral.serve(app, "127.0.0.1", 0, compression=DeflateSettings(),
+                            max_message_size=4 * MiB) as server, \
+            Relay(server.port).running() as relay:
+        await page.goto(f"http://127.0.0.1:{relay.port}/")
+        result = await page.evaluate("url => echoTest(url)", f"ws://127.0.0.1:{relay.port}/ws")
+        await asyncio.wait_for(done.wait(), 5)
+
+    assert result["extensions"].startswith("permessage-deflate")
+    assert [e["same"] for e in result["echoes"]] == [True] * 6, result["echoes"]
+    up, down = relay.websocket_bytes("/ws")
+    sent = sum(e["size"] for e in result["echoes"])
+    assert up < sent / 4 and down < sent / 4, (up, down, sent)
+    assert result["closed"] == {"type": "close", "code": 4000, "reason": "", "wasClean": True}
+    assert disconnects == [{"type": "websocket.disconnect", "code": 4000,
+                            "reason": "bye from chromium"}]
