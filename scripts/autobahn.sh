@@ -7,7 +7,8 @@
 #   scripts/autobahn.sh --quick   sections 1-10, 12.1 and 13.1 both ways (scripts/test.sh runs
 #                                 it); leaves compliance/RESULTS.md alone.
 #   ... --asgi                    the server side only, against a Starlette WebSocket echo
-#                                 served by corral (corral.examples.starlette_echo:app).
+#                                 served by corral (corral.examples.starlette_echo:app);
+#                                 quick: sections 1-10 and 12.1.
 # Either exits 1 when a side leaves no report (a crash, a hang) or any case is FAILED,
 # NON-STRICT or UNIMPLEMENTED, or closes badly.
 #
@@ -215,8 +216,13 @@ show_command() {
     echo "${words[*]}"
 }
 
+cases=$mode
+if [ "$asgi" = 1 ] && [ "$mode" = quick ]; then
+    cases=asgi  # sections 1-10 and 12.1 (autobahn_report.py)
+fi
+
 spec() {  # spec MODE URL DIR: the spec file for wstest, in DIR
-    "$venv_python" "$report" spec "$1" --url "$2" --outdir "$3/reports" --cases "$mode" \
+    "$venv_python" "$report" spec "$1" --url "$2" --outdir "$3/reports" --cases "$cases" \
         >"$3/spec.json"
     echo "$3/spec.json"
 }
