@@ -9,6 +9,7 @@
 #   ... --asgi                    the server side only, against a Starlette WebSocket echo
 #                                 served by corral (corral.examples.starlette_echo:app);
 #                                 quick: sections 1-10 and 12.1.
+#   ... --no-compression          sections 1-10 only (no 12.*, 13.*).
 # Either exits 1 when a side leaves no report (a crash, a hang) or any case is FAILED,
 # NON-STRICT or UNIMPLEMENTED, or closes badly.
 #
@@ -23,6 +24,7 @@ cd "$(dirname "$0")/.."
 
 mode=full
 asgi=0
+plain=0
 app=corral.examples.echo:app
 sides=both
 for argument in "$@"; do
@@ -30,8 +32,9 @@ for argument in "$@"; do
         --full) ;;
         --quick) mode=quick ;;
         --asgi) app=corral.examples.starlette_echo:app sides=server asgi=1 ;;
+        --no-compression) plain=1 ;;
         -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) echo "usage: $0 [--full | --quick] [--asgi]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--full | --quick] [--asgi] [--no-compression]" >&2; exit 2 ;;
     esac
 done
 if [ "$mode" = quick ]; then
@@ -217,8 +220,10 @@ show_command() {
 }
 
 cases=$mode
-if [ "$asgi" = 1 ] && [ "$mode" = quick ]; then
-    cases=asgi  # sections 1-10 and 12.1 (autobahn_report.py)
+if [ "$plain" = 1 ]; then
+    cases=core  # sections 1-10 (autobahn_report.py)
+elif [ "$asgi" = 1 ] && [ "$mode" = quick ]; then
+    cases=asgi  # sections 1-10 and 12.1
 fi
 
 spec() {  # spec MODE URL DIR: the spec file for wstest, in DIR
@@ -277,7 +282,7 @@ if [ "$sides" = both ]; then
     run_client_side
     summary+=("client=$artifacts/client")
 fi
-if [ "$mode" = quick ] || [ "$sides" != both ]; then
+if [ "$mode" = quick ] || [ "$sides" != both ] || [ "$plain" = 1 ]; then
     "${summary[@]}" --strict
 else
     version="$("$wstest" --autobahnversion 2>/dev/null | paste -sd, - | sed 's/,/, /g'),\

@@ -41,6 +41,9 @@ CASES = {
     # The quick run against an ASGI app (autobahn.sh --quick --asgi): the sections the
     # issue compares with uvicorn's (1-10 and 12.1); 13.1 is the same engine's compression.
     "asgi": [*(f"{section}.*" for section in range(1, 11)), "12.1.*"],
+    # Without the compression sections (autobahn.sh --quick --no-compression): the pure
+    # path's run in scripts/test.sh, whose compression is the compiled run's zlib code.
+    "core": [f"{section}.*" for section in range(1, 11)],
 }
 
 

@@ -13,12 +13,17 @@ bash scripts/build-ext.sh  # a C extension older than its source is rebuilt
 # 3.5 minutes on 2 cores, 12.1/13.1 compression most of it; wstest needs Python 2.7 and is
 # installed once into .autobahn/). `scripts/autobahn.sh --full` writes compliance/RESULTS.md.
 bash scripts/autobahn.sh --quick
+# The same engine under an ASGI application: a Starlette echo served by corral, sections 1-10
+# and 12.1 (about 75 s; docs/how-to/fastapi.md).
+bash scripts/autobahn.sh --quick --asgi
 # The whole suite runs twice: on the compiled fast path (when built), then on the pure-Python
 # reference it must match (docs/speed.md).
 .venv/bin/python -c 'import corral.accel as a; print("corral.accel.COMPILED =", a.COMPILED)'
 .venv/bin/python -m pytest "$@"
 echo "corral.accel.COMPILED = False (CORRAL_PURE=1)"
-CORRAL_PURE=1 bash scripts/autobahn.sh --quick  # the pure path too: the reference of the C one
+# The pure path too, the reference of the C one: sections 1-10 (the frame code, which is what
+# differs; compression is zlib either way, and tests/conformance runs 12-13 in both modes).
+CORRAL_PURE=1 bash scripts/autobahn.sh --quick --no-compression
 CORRAL_PURE=1 .venv/bin/python -m pytest "$@"
 # Every fuzz target (fuzz/README.md) for 10 seconds, compiled and pure side by side; a crash or
 # a disagreement fails the run. `scripts/fuzz.sh` alone runs 1,000,000 inputs each.
