@@ -89,8 +89,8 @@ class _Cycle:
 
     __slots__ = ("bodiless", "body", "chunked", "complete", "continue_owed", "declared",
                  "disconnected", "given_end", "head", "head_written", "headers", "keep_alive",
-                 "request", "response_complete", "response_started", "sent", "status",
-                 "waiter")
+                 "raw_left", "request", "response_complete", "response_started", "sent",
+                 "status", "waiters")
 
     def __init__(self, request: HTTPRequest, keep_alive: bool) -> None:
         self.request = request
@@ -99,9 +99,14 @@ class _Cycle:
         self.body = bytearray()  # received, not yet given to the application
         self.complete = False  # the request's body has ended
         self.disconnected = False  # the client went away
-        self.waiter: asyncio.Future[None] | None = None
+        # Tasks waiting in receive() (an application may have more than one: Starlette's
+        # is_disconnected() beside a task reading).
+        self.waiters: list[asyncio.Future[None]] = []
         expect = request.headers.get("expect")
-        self.continue_owed = expect is not None and expect.lower() == "100-continue"
+        # An HTTP/1.0 request's expectation is ignored (RFC 9110 10.1.1).
+        self.continue_owed = (expect is not None and expect.lower() == "100-continue"
+                              and request.http_version != "1.0")
+        self.raw_left = 0  # body bytes still to come after a head llhttp stopped at (Upgrade)
         self.response_started = False
         self.response_complete = False
         self.status = 0
@@ -114,9 +119,10 @@ class _Cycle:
         self.bodiless = False  # HEAD, 1xx, 204, 304: no body bytes are written
 
     def wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class AsgiHttpProtocol(HttpConnection):
@@ -155,7 +161,11 @@ class AsgiHttpProtocol(HttpConnection):
         self._drain.clear()
 
     def _received(self, data: bytes) -> None:
-        if self._refused or self.parser.upgraded:
+        if self.parser.upgraded:
+            if self._cycle is not None and self._cycle.raw_left:
+                self._raw_body(data)
+            return  # what follows an ignored Upgrade's request is not read as HTTP
+        if self._refused:
             return
         try:
             events = self.parser.feed(data)
@@ -178,6 +188,12 @@ class AsgiHttpProtocol(HttpConnection):
                 if type(event) is RequestBody:
                     if not cycle.response_complete:
                         cycle.body += event.data
+                elif cycle.raw_left:
+                    # llhttp ended an upgrade request at its head: the body is in the bytes
+                    # after it, taken by _raw_body.
+                    self._raw_body(self.parser.trailing)
+                    self.parser.trailing = b""
+                    return
                 else:
                     cycle.complete = True
                 cycle.wake()
@@ -200,6 +216,23 @@ class AsgiHttpProtocol(HttpConnection):
         if cycle is None and not self._busy and not events and self._timer is None:
             self._arm_timer()
         self._update_reading()
+
+    def _raw_body(self, data: bytes) -> None:
+        """The body of a request llhttp stopped at (a non-WebSocket Upgrade), from the raw
+        bytes, as its Content-Length says."""
+        cycle = self._cycle
+        assert cycle is not None
+        piece = data[:cycle.raw_left]
+        cycle.raw_left -= len(piece)
+        if not cycle.response_complete:
+            cycle.body += piece
+        if not cycle.raw_left:
+            cycle.complete = True
+        cycle.wake()
+        if cycle.complete and cycle.response_complete:
+            self._end_cycle()
+        else:
+            self._update_reading()
 
     def _end_cycle(self) -> bool:
         """The current request is answered and read: whether the connection goes on to
@@ -243,7 +276,8 @@ class AsgiHttpProtocol(HttpConnection):
         # _events and stops reading until its turn.
         cycle = self._cycle
         waiting = bool(self._events) or self._write_paused or (
-            cycle is not None and len(cycle.body) > BODY_BUFFER)
+            cycle is not None and not cycle.response_complete
+            and len(cycle.body) > BODY_BUFFER)
         if waiting:
             transport.pause_reading()
         else:
@@ -271,17 +305,30 @@ class AsgiHttpProtocol(HttpConnection):
     def _start(self, request: HTTPRequest) -> None:
         self._cancel_timer()
         self._busy = True
+        if request.http_version == "1.1" and "host" not in request.headers:
+            self._refused = True
+            self._refuse(400, "missing Host header")  # RFC 9112 3.2
+            return
         if request.upgrade and is_websocket_upgrade(request):
             self._cycle = None
             task = asyncio.get_running_loop().create_task(self._websocket(request))
             task.add_done_callback(self._websocket_done)
+            self._registry.track_task(task)
             return
         keep_alive = request.keep_alive and not self.server.closing
-        cycle = self._cycle = _Cycle(request, keep_alive)
+        cycle = _Cycle(request, keep_alive)
         if request.upgrade:
-            # Another protocol's upgrade: answered as a plain request; what follows the head
-            # is not HTTP, so the connection closes after it.
+            # Another protocol's upgrade (h2c...), ignored as RFC 9110 7.8 allows: answered as
+            # a plain request, then the connection closes (llhttp parses no further). Its body
+            # is what follows the head, as long as Content-Length says.
             cycle.keep_alive = False
+            if "transfer-encoding" in request.headers:
+                self._refused = True
+                self._refuse(501, "a chunked body with Upgrade is not supported")
+                return
+            length = request.headers.get("content-length") or "0"
+            cycle.raw_left = int(length) if length.strip().isdigit() else 0
+        self._cycle = cycle
         app = self._app
         req = self._request(request, None, {})
         scope = http_scope(req, app.root_path, self._server_address(), app.state,
@@ -305,7 +352,7 @@ class AsgiHttpProtocol(HttpConnection):
         except Exception as exc:
             if cycle.disconnected and isinstance(exc, OSError):
                 return  # the client is gone (or was refused): nothing more to say
-            if not cycle.response_started:
+            if not cycle.head_written:
                 logger.error("ASGI application %r raised before its response",
                              self._app.app, exc_info=exc)
                 self._answer_error(cycle)
@@ -318,7 +365,7 @@ class AsgiHttpProtocol(HttpConnection):
                     logger.error("ASGI application %r raised after its response",
                                  self._app.app, exc_info=exc)
             return
-        if not cycle.response_started:
+        if not cycle.head_written:
             if not cycle.disconnected:
                 logger.error("ASGI application %r returned without a response",
                              self._app.app)
@@ -331,24 +378,26 @@ class AsgiHttpProtocol(HttpConnection):
     def _answer_error(self, cycle: _Cycle) -> None:
         if cycle.disconnected or self.transport is None or self.transport.is_closing():
             return
-        cycle.response_started = cycle.response_complete = True
+        cycle.response_started = cycle.response_complete = cycle.head_written = True
         cycle.keep_alive = False
         self._recorder.response(500)
         self._write(build_http_response(500, body="internal server error\n"))
         self._close()
 
     def _abandon(self, cycle: _Cycle) -> None:
-        """A response that cannot be completed: the client sees the connection end."""
+        """A response that cannot be completed: the client sees the connection end (dropped
+        when it does not read what was written, as _close does)."""
         cycle.keep_alive = False
-        if self.transport is not None:
-            self.transport.close()
+        self._close()
 
     async def _wait(self, cycle: _Cycle) -> None:
-        cycle.waiter = asyncio.get_running_loop().create_future()
+        waiter = asyncio.get_running_loop().create_future()
+        cycle.waiters.append(waiter)
         try:
-            await cycle.waiter
+            await waiter
         finally:
-            cycle.waiter = None
+            if waiter in cycle.waiters:
+                cycle.waiters.remove(waiter)
 
     async def _receive(self, cycle: _Cycle) -> Message:
         if cycle.continue_owed and not cycle.response_started and not cycle.complete:
@@ -416,30 +465,33 @@ class AsgiHttpProtocol(HttpConnection):
                     raise ClientDisconnected("the client has gone away")
             return
         cycle.response_complete = True
+        cycle.body.clear()  # what the application did not read is dropped, as the rest will be
         self._recorder.response(cycle.status)
         if (cycle.declared is not None and cycle.sent < cycle.declared
                 and not cycle.bodiless):
             self._abandon(cycle)
             raise RuntimeError("ASGI: response body shorter than its Content-Length")
         cycle.wake()
-        if not cycle.complete:
+        if cycle.complete or not cycle.keep_alive:
+            if self._end_cycle():
+                self._drain_events()
+        else:
             self._update_reading()  # the rest of an unread body is read and dropped
-        elif self._end_cycle():
-            self._drain_events()
 
     def _head(self, cycle: _Cycle, body: bytes, more: bool) -> bytes:
         """The status line and headers: the application's, with the framing corral
         chooses."""
-        cycle.head_written = True
         status = cycle.status
         lines = [b"HTTP/1.1 %d %b\r\n" % (status, _reason(status))]
         has_date = False
         for name, value in cycle.headers:
             if name == b"content-length":
-                try:
-                    cycle.declared = int(value)
-                except ValueError:
-                    raise RuntimeError(f"ASGI: invalid Content-Length {value!r}") from None
+                if not value.isdigit() or (cycle.declared is not None
+                                           and cycle.declared != int(value)):
+                    raise RuntimeError(f"ASGI: invalid Content-Length {value!r}")
+                if cycle.declared is not None:
+                    continue  # the same value twice: written once
+                cycle.declared = int(value)
             elif name == b"connection":
                 if b"close" in value.lower():
                     cycle.keep_alive = False
@@ -460,12 +512,17 @@ class AsgiHttpProtocol(HttpConnection):
                 cycle.keep_alive = False  # HTTP/1.0: the end of the body is the close
         if not has_date:
             lines.append(b"date: %b\r\n" % _date())
+        if cycle.continue_owed and not cycle.complete:
+            # Answered without asking for the body: the client may never send it, so what
+            # it sends next cannot be told from a body (RFC 9110 10.1.1).
+            cycle.keep_alive = False
         if not cycle.keep_alive or self.server.closing:
             cycle.keep_alive = False
             lines.append(b"connection: close\r\n")
         elif cycle.request.http_version == "1.0":
             lines.append(b"connection: keep-alive\r\n")
         lines.append(b"\r\n")
+        cycle.head_written = True
         return b"".join(lines)
 
     # -- the WebSocket upgrade ---------------------------------------------------------------------

@@ -5,10 +5,10 @@ gets ``lifespan.startup`` before anything listens and ``lifespan.shutdown`` afte
 connection has closed. ``state`` is the dictionary it may fill at startup; every request's
 scope gets a shallow copy of it (asgiref ``specs/lifespan.rst``).
 
-An application that does not support lifespan (it raises at once, or returns, without
-answering ``lifespan.startup``) is served anyway, as the spec allows; one that answers
-``lifespan.startup.failed``, or raises after having started to, stops the server with
-:class:`~corral.StartupError` (``corral run`` exits with status 3).
+An application that does not support lifespan (it raises or returns without answering
+``lifespan.startup``) is served anyway, as the spec says; one that answers
+``lifespan.startup.failed`` (Starlette and FastAPI do when their lifespan raises) stops the
+server with :class:`~corral.StartupError` (``corral run`` exits with status 3).
 """
 
 from __future__ import annotations
@@ -71,26 +71,32 @@ class Lifespan:
         try:
             await self._app(scope, self._receive, self._send)
         except Exception as exc:
-            if not self._received:
-                # Raised at once on a scope it does not know: no lifespan support.
-                self._unsupported(f"{type(exc).__name__}: {exc}")
+            if not self._started:
+                # Raised before answering lifespan.startup: the spec says to go on without
+                # lifespan (an application that wants to stop the server answers
+                # lifespan.startup.failed, as Starlette does for a failing lifespan).
+                self._unsupported(f"{type(exc).__name__}: {exc}",
+                                  exc if self._received else None)
                 return
             logger.error("ASGI lifespan raised", exc_info=exc)
-            phase = "shutdown" if self._started else "startup"
-            self._reply({"type": f"lifespan.{phase}.failed", "message": repr(exc)})
+            self._reply({"type": "lifespan.shutdown.failed", "message": repr(exc)})
             return
         if not self._received:
             self._unsupported("it returned at once")
         elif not self._started:
-            self._reply({"type": "lifespan.startup.failed",
-                         "message": "returned without answering lifespan.startup"})
+            self._unsupported("it returned without answering lifespan.startup")
         else:
             self._reply({"type": "lifespan.shutdown.complete"})
 
-    def _unsupported(self, why: str) -> None:
+    def _unsupported(self, why: str, error: BaseException | None = None) -> None:
         self.supported = False
-        logger.info("the ASGI application does not support lifespan (%s): serving it "
-                    "without", why)
+        if error is None:
+            logger.info("the ASGI application does not support lifespan (%s): serving it "
+                        "without", why)
+        else:  # it read lifespan.startup, then raised: worth a warning with the traceback
+            logger.warning("the ASGI application raised in its lifespan startup without "
+                           "answering it (%s): serving it without lifespan, as the ASGI spec "
+                           "says", why, exc_info=error)
         self._reply({"type": "lifespan.startup.complete"})
 
     async def _receive(self) -> Message:

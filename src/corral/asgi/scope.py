@@ -10,6 +10,7 @@ handlers. ``path`` and ``raw_path`` include ``root_path``, as Starlette expects 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from ..request import Request
 from .lifespan import ASGI_VERSION
@@ -26,7 +27,7 @@ def _common(request: Request, root_path: str, server: Any, state: dict[str, Any]
         "http_version": http.http_version,
         "scheme": request.scheme,
         "path": root_path + http.path,
-        "raw_path": (root_path + http.raw_path).encode("latin-1"),
+        "raw_path": quote(root_path, safe="/").encode("ascii") + http.raw_path.encode("latin-1"),
         "query_string": http.query_string.encode("latin-1"),
         "root_path": root_path,
         "headers": [(name.encode("latin-1"), value.encode("latin-1"))
