@@ -11,7 +11,7 @@ import importlib
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any
 
@@ -19,7 +19,8 @@ import pytest
 
 from corral.protocol.frames import apply_mask
 
-__all__ = ["FRAME", "UPGRADE", "close_payload", "close_raw", "eventually", "free_port", "masked",
+__all__ = ["FRAME", "UPGRADE", "Receive", "Scope", "Send", "asgi_body", "asgi_respond",
+           "close_payload", "close_raw", "eventually", "free_port", "http_request", "masked",
            "read_frame", "read_response", "read_to_eof", "twins"]
 
 #: The RFC 6455 section 1.2 upgrade request, with a query (an HTTP parser's usual input).
@@ -148,3 +149,39 @@ async def read_response(reader: asyncio.StreamReader, *, head: bool = False,
     else:
         body = await read_to_eof(reader, timeout)
     return status, headers, body
+
+
+# -- ASGI applications in tests (tests/asgi) --------------------------------------------------
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+async def asgi_body(receive: Receive) -> bytes:
+    """The whole request body, as an application reads it; a disconnect raises OSError, as
+    frameworks do (Starlette's ClientDisconnect)."""
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionResetError("the client went away")
+        assert message["type"] == "http.request", message
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            return body
+
+
+async def asgi_respond(send: Send, status: int, body: bytes,
+                       headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """A whole response in two messages."""
+    await send({"type": "http.response.start", "status": status, "headers": headers or []})
+    await send({"type": "http.response.body", "body": body})
+
+
+def http_request(method: str, path: str, body: bytes = b"", *headers: str) -> bytes:
+    """An HTTP/1.1 request with a Host, the extra ``headers`` and a Content-Length body."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: example.test", *headers]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body

@@ -5,46 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
 import corral
-from helpers import eventually, read_response, read_to_eof
+from helpers import (
+    Receive,
+    Scope,
+    Send,
+    asgi_body,
+    asgi_respond,
+    eventually,
+    http_request,
+    read_response,
+    read_to_eof,
+)
 
 pytestmark = pytest.mark.usefixtures("clean_logs", "no_leftover_tasks")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-@pytest.fixture
-async def served() -> AsyncIterator[Callable[..., Awaitable[corral.Server]]]:
-    servers: list[corral.Server] = []
-
-    async def serve(app: Any, **options: Any) -> corral.Server:
-        server = await corral.serve(app, "127.0.0.1", 0, **options)
-        servers.append(server)
-        return server
-
-    yield serve
-    for server in servers:
-        await server.close()
-
-
-async def respond(send: Send, status: int, body: bytes,
-                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers or []})
-    await send({"type": "http.response.body", "body": body})
-
-
-def request(method: str, path: str, body: bytes = b"", *headers: str) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: example.test", *headers]
-    if body:
-        lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
 # -- HTTP ------------------------------------------------------------------------------------
@@ -61,13 +40,13 @@ async def test_an_unread_body_over_body_buffer_does_not_stall_the_connection(
             return
         if scope["path"] == "/ignore":
             await asyncio.sleep(0.3)  # the body arrives meanwhile; it is never read
-            await respond(send, 401, b"no")
+            await asgi_respond(send, 401, b"no")
             return
-        await respond(send, 200, b"next")
+        await asgi_respond(send, 200, b"next")
 
     server = await served(app)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(request("POST", "/ignore", b"x" * 256 * 1024) + request("GET", "/next"))
+    writer.write(http_request("POST", "/ignore", b"x" * 256 * 1024) + http_request("GET", "/next"))
     status, _, body = await read_response(reader)
     assert (status, body) == (401, b"no")
     status, _, body = await read_response(reader, timeout=3)
@@ -82,13 +61,8 @@ async def test_expect_100_continue_is_ignored_in_an_http_1_0_request(served: Any
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        await respond(send, 200, body)
+        body = await asgi_body(receive)
+        await asgi_respond(send, 200, body)
 
     server = await served(app)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -116,12 +90,12 @@ async def test_an_exception_after_lifespan_startup_was_received_means_no_lifespa
         if scope["type"] != "http":
             raise ValueError(f"unsupported scope {scope['type']!r}")
         assert message["type"] == "http.request"
-        await respond(send, 200, b"served")
+        await asgi_respond(send, 200, b"served")
 
     caplog.set_level(logging.CRITICAL, "corral.asgi")  # the warning is not the point here
     async with corral.serve(app, "127.0.0.1", 0) as server:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(request("GET", "/"))
+        writer.write(http_request("GET", "/"))
         assert (await read_response(reader))[2] == b"served"
         writer.close()
 
@@ -138,15 +112,9 @@ async def test_a_body_sent_with_an_upgrade_header_corral_ignores_reaches_the_app
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            assert message["type"] == "http.request"
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await asgi_body(receive)
         bodies.append(body)
-        await respond(send, 200, b"got " + body)
+        await asgi_respond(send, 200, b"got " + body)
 
     server = await served(app)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -186,7 +154,7 @@ async def test_receive_waited_on_by_two_tasks_hears_the_disconnect(served: Any) 
 
     server = await served(app)
     _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(request("GET", "/events"))
+    writer.write(http_request("GET", "/events"))
     await asyncio.sleep(0.2)
     writer.close()  # the client goes away: the watcher must hear it
     await eventually(lambda: heard == ["http.disconnect"], timeout=4)
@@ -208,7 +176,7 @@ async def test_a_response_abandoned_to_a_client_that_does_not_read_is_dropped_in
     server = await served(app, handshake_timeout=0.5)
     _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.transport.pause_reading()  # a client that stalls
-    writer.write(request("GET", "/download"))
+    writer.write(http_request("GET", "/download"))
     await eventually(lambda: not server.registry.tasks, timeout=3)  # the application gave up
     await eventually(lambda: not server.registry.http, timeout=3)
     writer.close()
@@ -221,7 +189,7 @@ async def test_a_request_without_host_and_a_bad_content_length_from_the_app(
         if scope["type"] != "http":
             return
         await receive()
-        await respond(send, 200, b"12", [(b"content-length", b"1_2")])
+        await asgi_respond(send, 200, b"12", [(b"content-length", b"1_2")])
 
     server = await served(app)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -229,7 +197,7 @@ async def test_a_request_without_host_and_a_bad_content_length_from_the_app(
     assert (await read_response(reader))[0] == 400
     writer.close()
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(request("GET", "/"))
+    writer.write(http_request("GET", "/"))
     status, _, body = await read_response(reader)
     assert (status, body) == (500, b"internal server error\n")  # not "content-length: 1_2"
     writer.close()
@@ -238,7 +206,7 @@ async def test_a_request_without_host_and_a_bad_content_length_from_the_app(
 async def test_expect_100_continue_answered_without_the_body_closes(served: Any) -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            await respond(send, 401, b"no")  # never asks for the body
+            await asgi_respond(send, 401, b"no")  # never asks for the body
 
     server = await served(app)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)

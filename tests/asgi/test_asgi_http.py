@@ -6,38 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
 import corral
 from corral.asgi import ClientDisconnected
-from helpers import eventually, read_response, read_to_eof
+from helpers import (
+    Receive,
+    Scope,
+    Send,
+    asgi_body,
+    asgi_respond,
+    eventually,
+    http_request,
+    read_response,
+    read_to_eof,
+)
 
 pytestmark = pytest.mark.usefixtures("clean_logs", "no_leftover_tasks")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-async def read_body(receive: Receive) -> bytes:
-    body = b""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected("gone")  # as frameworks do (Starlette: ClientDisconnect)
-        assert message["type"] == "http.request", message
-        body += message.get("body", b"")
-        if not message.get("more_body", False):
-            return body
-
-
-async def respond(send: Send, status: int, body: bytes,
-                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers or []})
-    await send({"type": "http.response.body", "body": body})
 
 
 class Recording:
@@ -50,35 +38,14 @@ class Recording:
         if scope["type"] != "http":
             return  # no lifespan support: served anyway
         self.scopes.append(scope)
-        body = await read_body(receive)
-        await respond(send, 200, b"%s %s %d" % (scope["method"].encode(),
+        body = await asgi_body(receive)
+        await asgi_respond(send, 200, b"%s %s %d" % (scope["method"].encode(),
                                                 scope["path"].encode(), len(body)),
                       [(b"content-type", b"text/plain")])
 
 
 async def opened(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection("127.0.0.1", port)
-
-
-def request(method: str, path: str, body: bytes = b"", *headers: str) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: example.test", *headers]
-    if body:
-        lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
-@pytest.fixture
-async def served() -> AsyncIterator[Callable[..., Awaitable[corral.Server]]]:
-    servers: list[corral.Server] = []
-
-    async def serve(app: Any, **options: Any) -> corral.Server:
-        server = await corral.serve(app, "127.0.0.1", 0, **options)
-        servers.append(server)
-        return server
-
-    yield serve
-    for server in servers:
-        await server.close()
 
 
 async def test_the_scope(served: Any) -> None:
@@ -112,12 +79,12 @@ async def test_the_scope(served: Any) -> None:
 async def test_keep_alive_and_pipelining_answer_in_order(served: Any) -> None:
     server = await served(Recording())
     reader, writer = await opened(server.port)
-    writer.write(request("GET", "/a") + request("POST", "/b", b"12345")
-                 + request("GET", "/c"))
+    writer.write(http_request("GET", "/a") + http_request("POST", "/b", b"12345")
+                 + http_request("GET", "/c"))
     answers = [await read_response(reader) for _ in range(3)]
     assert [a[2] for a in answers] == [b"GET /a 0", b"POST /b 5", b"GET /c 0"]
     assert all("connection" not in a[1] for a in answers)  # kept alive
-    writer.write(request("GET", "/d", b"", "Connection: close"))
+    writer.write(http_request("GET", "/d", b"", "Connection: close"))
     _status, headers, body = await read_response(reader)
     assert (body, headers["connection"]) == (b"GET /d 0", "close")
     assert await read_to_eof(reader) == b""
@@ -137,7 +104,7 @@ async def test_a_body_streams_in_pieces_content_length_and_chunked(served: Any) 
             arrived.set()
             if not message["more_body"]:
                 break
-        await respond(send, 200, b"%d" % sum(len(p) for p, _ in pieces))
+        await asgi_respond(send, 200, b"%d" % sum(len(p) for p, _ in pieces))
 
     server = await served(app)
     for framing in ("length", "chunked"):
@@ -161,7 +128,7 @@ async def test_a_body_streams_in_pieces_content_length_and_chunked(served: Any) 
 async def test_a_body_over_max_body_gets_413(served: Any) -> None:
     server = await served(Recording(), max_body=1000)
     reader, writer = await opened(server.port)
-    writer.write(request("POST", "/", b"x" * 1001))
+    writer.write(http_request("POST", "/", b"x" * 1001))
     status, headers, _ = await read_response(reader)
     assert (status, headers["connection"]) == (413, "close")
     writer.close()
@@ -183,7 +150,7 @@ async def test_expect_100_continue_is_answered_when_the_body_is_asked_for(served
             return
         await go.wait()
         asked.set()
-        await respond(send, 200, await read_body(receive))
+        await asgi_respond(send, 200, await asgi_body(receive))
 
     server = await served(app)
     reader, writer = await opened(server.port)
@@ -204,7 +171,7 @@ async def test_responses_framed_by_length_chunks_or_close_and_head(served: Any) 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        await read_body(receive)
+        await asgi_body(receive)
         path = scope["path"]
         headers = [(b"content-length", b"6")] if path == "/declared" else []
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -216,18 +183,18 @@ async def test_responses_framed_by_length_chunks_or_close_and_head(served: Any) 
 
     server = await served(app)
     reader, writer = await opened(server.port)
-    writer.write(request("GET", "/streamed"))
+    writer.write(http_request("GET", "/streamed"))
     status, headers, body = await read_response(reader)
     assert (headers["transfer-encoding"], body) == ("chunked", b"abcdef")
     assert "date" in headers
-    writer.write(request("GET", "/declared"))
+    writer.write(http_request("GET", "/declared"))
     status, headers, body = await read_response(reader)
     assert (headers["content-length"], body) == ("6", b"abcdef")
     assert "transfer-encoding" not in headers
-    writer.write(request("HEAD", "/declared"))
+    writer.write(http_request("HEAD", "/declared"))
     status, headers, body = await read_response(reader, head=True)
     assert (status, headers["content-length"], body) == (200, "6", b"")
-    writer.write(request("GET", "/declared"))  # the HEAD answer carried no body bytes
+    writer.write(http_request("GET", "/declared"))  # the HEAD answer carried no body bytes
     assert (await read_response(reader))[2] == b"abcdef"
     writer.close()
     # HTTP/1.0: no chunked encoding; the end of the body is the end of the connection.
@@ -249,12 +216,12 @@ async def test_http_disconnect_when_the_client_goes_away(served: Any) -> None:
         got.append(await receive())  # the (empty) body
         got.append(await receive())  # then: waits for the client to leave
         with pytest.raises(ClientDisconnected):
-            await respond(send, 200, b"too late")
+            await asgi_respond(send, 200, b"too late")
         done.set()
 
     server = await served(app)
     _reader, writer = await opened(server.port)
-    writer.write(request("GET", "/long-poll"))
+    writer.write(http_request("GET", "/long-poll"))
     await eventually(lambda: len(got) == 1)
     writer.close()
     await asyncio.wait_for(done.wait(), 5)
@@ -269,7 +236,7 @@ async def test_application_errors(served: Any, caplog: pytest.LogCaptureFixture,
         if scope["type"] != "http":
             return
         if scope["path"] == "/ok":
-            await respond(send, 200, b"ok")
+            await asgi_respond(send, 200, b"ok")
             return
         if when == "returns":
             return
@@ -281,7 +248,7 @@ async def test_application_errors(served: Any, caplog: pytest.LogCaptureFixture,
     caplog.set_level(logging.ERROR, "corral.asgi")
     server = await served(app)
     reader, writer = await opened(server.port)
-    writer.write(request("GET", "/fail"))
+    writer.write(http_request("GET", "/fail"))
     if when == "during":
         raw = await read_to_eof(reader)  # closed mid-response: the client sees it cut
         assert raw.startswith(b"HTTP/1.1 200 OK") and not raw.endswith(b"0\r\n\r\n")
@@ -294,7 +261,7 @@ async def test_application_errors(served: Any, caplog: pytest.LogCaptureFixture,
     assert len(errors) == 1  # logged once
     # The server goes on serving others.
     reader, writer = await opened(server.port)
-    writer.write(request("GET", "/ok"))
+    writer.write(http_request("GET", "/ok"))
     assert (await read_response(reader))[2] == b"ok"
     writer.close()
 
@@ -311,8 +278,8 @@ async def test_a_slow_application_stops_reading_and_a_slow_client_makes_send_wai
             return
         if scope["path"] == "/upload":
             await reading.wait()  # not reading the body yet
-            total = len(await read_body(receive))
-            await respond(send, 200, b"%d" % total)
+            total = len(await asgi_body(receive))
+            await asgi_respond(send, 200, b"%d" % total)
             return
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for _ in range(400):
@@ -346,7 +313,7 @@ async def test_a_slow_application_stops_reading_and_a_slow_client_makes_send_wai
     writer.close()
     # Download: a client that does not read makes the application's send wait.
     reader, writer = await opened(server.port)
-    writer.write(request("GET", "/download"))
+    writer.write(http_request("GET", "/download"))
     await asyncio.sleep(0.5)
     assert 0 < sent < 400  # waiting, not buffering 25 MiB
     got = await asyncio.wait_for(reader.read(2**20), 5)
@@ -363,7 +330,7 @@ async def test_another_upgrade_and_garbage_are_refused(served: Any) -> None:
     assert status == 400
     writer.close()
     reader, writer = await opened(server.port)
-    writer.write(request("GET", "/a") + b"GARBAGE\r\n\r\n")
+    writer.write(http_request("GET", "/a") + b"GARBAGE\r\n\r\n")
     assert (await read_response(reader))[2] == b"GET /a 0"  # the good one first
     assert (await read_response(reader))[0] == 400
     writer.close()
@@ -372,9 +339,9 @@ async def test_another_upgrade_and_garbage_are_refused(served: Any) -> None:
 async def test_publish_from_a_request_reaches_websocket_subscribers(served: Any) -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            body = await read_body(receive)
+            body = await asgi_body(receive)
             count = await corral.asgi.publish(scope, "news", body.decode())
-            await respond(send, 200, b"%d" % count)
+            await asgi_respond(send, 200, b"%d" % count)
         elif scope["type"] == "websocket":
             await receive()
             await send({"type": "websocket.accept"})
@@ -387,7 +354,7 @@ async def test_publish_from_a_request_reaches_websocket_subscribers(served: Any)
     clients = [await corral.connect(f"ws://127.0.0.1:{server.port}/") for _ in range(2)]
     await eventually(lambda: server.subscriber_count("news") == 2)
     reader, writer = await opened(server.port)
-    writer.write(request("POST", "/publish", b"hello"))
+    writer.write(http_request("POST", "/publish", b"hello"))
     assert (await read_response(reader))[2] == b"2"
     for client in clients:
         assert await client.recv() == "hello"

@@ -8,7 +8,6 @@ import logging
 import sys
 import textwrap
 import urllib.request
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +16,10 @@ import pytest
 import corral
 from corral.asgi import is_asgi_app
 from corral.cli import find_app
-from helpers import free_port
+from helpers import Receive, Scope, Send, free_port
 
 pytestmark = pytest.mark.usefixtures("clean_logs", "no_leftover_tasks")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def lifespan_app(log: list[str], *, fail: str = "") -> Any:

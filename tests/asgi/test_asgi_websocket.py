@@ -5,34 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
 import corral
 from corral.asgi import ClientDisconnected
-from helpers import UPGRADE, eventually, read_response
+from helpers import UPGRADE, Receive, Scope, Send, eventually, read_response
 
 pytestmark = pytest.mark.usefixtures("clean_logs", "no_leftover_tasks")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-@pytest.fixture
-async def served() -> AsyncIterator[Callable[..., Awaitable[corral.Server]]]:
-    servers: list[corral.Server] = []
-
-    async def serve(app: Any, **options: Any) -> corral.Server:
-        server = await corral.serve(app, "127.0.0.1", 0, **options)
-        servers.append(server)
-        return server
-
-    yield serve
-    for server in servers:
-        await server.close()
 
 
 def url(server: corral.Server, path: str = "/") -> str:
