@@ -13,7 +13,7 @@ fi
 # Already-installed packages are left as they are (no upgrade): the versions actually measured
 # are written into bench/RESULTS.md by run.py.
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    websockets aiohttp picows uvloop redis
+    websockets aiohttp picows uvloop redis starlette uvicorn httptools granian
 # socketify (uWebSockets through CFFI) loads the system's libuv at import time.
 if ! ldconfig -p 2>/dev/null | grep -q 'libuv\.so\.1'; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
