@@ -1,5 +1,6 @@
-"""One Starlette application on three ASGI servers, for bench/asgi.py: a WebSocket echo on
-"/" (text as text, binary as binary) and an HTTP "hello" on "/hello".
+"""One Starlette application on three ASGI servers, for bench/asgi.py: corral's example
+``corral.examples.starlette_echo`` (a WebSocket echo on "/", text as text and binary as
+binary, and an HTTP "hello" on "/hello"), the same module under every server.
 
     python bench/servers/asgi_app.py --server corral --port 9001
     python bench/servers/asgi_app.py --server uvicorn --port 9001   # httptools, uvloop
@@ -15,35 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from corral.examples.starlette_echo import app
 
 MAX = 64 * 2**20
-
-
-async def echo(websocket: WebSocket) -> None:
-    await websocket.accept()
-    try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            if message.get("text") is not None:
-                await websocket.send_text(message["text"])
-            else:
-                await websocket.send_bytes(message["bytes"])
-    except WebSocketDisconnect:
-        pass
-
-
-async def hello(request: Request) -> PlainTextResponse:
-    return PlainTextResponse("hello, world")
-
-
-app = Starlette(routes=[WebSocketRoute("/", echo), Route("/hello", hello)])
 
 
 def main() -> None:
