@@ -31,7 +31,7 @@ from .server.stats import ServerStats
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
-__all__ = ["CorralCollector", "asgi_metrics", "metrics", "metrics_handler"]
+__all__ = ["CorralCollector", "asgi_metrics", "metrics", "metrics_handler", "render"]
 
 
 class CorralCollector:
@@ -130,6 +130,17 @@ class _Together:
             yield from collector.collect()
 
 
+def render(stats: Callable[[], Iterable[ServerStats]], registry: Collector | None,
+           accept: str) -> tuple[bytes, str]:
+    """The page of corral's figures (and ``registry``'s) in the format ``accept`` asks for,
+    and its content type: what both routes below answer."""
+    collectors: list[Collector] = [CorralCollector(stats)]
+    if registry is not None:
+        collectors.insert(0, registry)
+    encoder, content_type = choose_encoder(accept)
+    return encoder(_Together(*collectors)), content_type
+
+
 def metrics_handler(registry: Collector | None = REGISTRY) -> Callable[[Request], Response]:
     """An HTTP handler serving corral's metrics and ``registry``'s (``None``: corral's
     only), in the format the scraper asks for (Prometheus text or OpenMetrics)."""
@@ -138,12 +149,9 @@ def metrics_handler(registry: Collector | None = REGISTRY) -> Callable[[Request]
         server = request.server
         if server is None:
             return Response(500, "corral.metrics: the request has no server\n")
-        collectors: list[Collector] = [CorralCollector(server.worker_stats)]
-        if registry is not None:
-            collectors.insert(0, registry)
-        encoder, content_type = choose_encoder(request.headers.get("accept") or "")
-        return Response(200, encoder(_Together(*collectors)),
-                        content_type=content_type)
+        body, content_type = render(server.worker_stats, registry,
+                                    request.headers.get("accept") or "")
+        return Response(200, body, content_type=content_type)
 
     handle.__name__ = handle.__qualname__ = "metrics"
     return handle
@@ -169,13 +177,10 @@ class _MetricsApp:
             status, content_type = 500, "text/plain; charset=utf-8"
             body = b"corral.metrics: this server does not offer corral's stats\n"
         else:
-            collectors: list[Collector] = [CorralCollector(stats["worker_stats"])]
-            if self._registry is not None:
-                collectors.insert(0, self._registry)
             accept = next((v.decode("latin-1") for n, v in scope["headers"]
                            if n == b"accept"), "")
-            encoder, content_type = choose_encoder(accept)
-            status, body = 200, encoder(_Together(*collectors))
+            status = 200
+            body, content_type = render(stats["worker_stats"], self._registry, accept)
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", content_type.encode("latin-1"))]})
         await send({"type": "http.response.body", "body": body})

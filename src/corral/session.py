@@ -257,10 +257,11 @@ class Session:
         message = ev.Message
         on_message = self.handler.on_message
         ws = self.ws
+        counters = self.counters
         for i, event in enumerate(events):
             if type(event) is message and self._closing_kind is not CloseKind.CRASH:
                 # The hot path: _dispatch(on_message, ...) written out.
-                self.counters.messages_received += 1
+                counters.messages_received += 1
                 try:
                     result = on_message(ws, event.data)
                 except Exception as exc:
@@ -754,9 +755,7 @@ class Session:
         self._flush_closing(wire)
 
     def _count_sent(self, data: list[bytes]) -> None:
-        counters = self.counters
-        for chunk in data:
-            counters.bytes_sent += len(chunk)
+        self.counters.bytes_sent += sum(map(len, data))
 
     def _flush_closing(self, wire: Wire) -> None:
         conn = self.conn

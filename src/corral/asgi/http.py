@@ -30,12 +30,11 @@ import logging
 import time
 from collections import deque
 from email.utils import formatdate
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import InvalidRequest
 from ..handler import Accept
-from ..protocol.handshake import build_http_response, is_websocket_upgrade
+from ..protocol.handshake import build_http_response, is_websocket_upgrade, reason_phrase
 from ..protocol.http11 import (
     HTTPRequest,
     RequestBody,
@@ -482,7 +481,7 @@ class AsgiHttpProtocol(HttpConnection):
         """The status line and headers: the application's, with the framing corral
         chooses."""
         status = cycle.status
-        lines = [b"HTTP/1.1 %d %b\r\n" % (status, _reason(status))]
+        lines = [b"HTTP/1.1 %d %b\r\n" % (status, reason_phrase(status).encode("ascii"))]
         has_date = False
         for name, value in cycle.headers:
             if name == b"content-length":
@@ -569,13 +568,6 @@ class AsgiHttpProtocol(HttpConnection):
             self._recorder.handshake("error")
             self._refuse(500, "internal server error")
 
-
-
-def _reason(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        return b""
 
 
 def _checked(headers: Any) -> list[tuple[bytes, bytes]]:

@@ -220,10 +220,8 @@ class AsgiWebSocket(AsyncWebSocket):
                                f"{kind!r}")
 
     def _denial(self) -> Reject:
-        """The denial response, as corral writes it: the application's status, headers and
-        body (the body's length given by corral)."""
+        """The denial response, as corral writes it: the application's status, headers
+        (its Content-Type included) and body, the framing corral's."""
         headers = [(n, v) for n, v in self._headers
                    if n.lower() not in ("content-length", "transfer-encoding", "connection")]
-        content_type = next((v for n, v in headers if n.lower() == "content-type"), None)
-        headers = [(n, v) for n, v in headers if n.lower() != "content-type"]
-        return Reject(self._status, bytes(self._body), headers, content_type=content_type)
+        return Reject(self._status, bytes(self._body), headers, content_type=None)

@@ -47,6 +47,7 @@ __all__ = [
     "origin_allowed",
     "parse_extension_header",
     "parse_token_list",
+    "reason_phrase",
 ]
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -519,6 +520,14 @@ _HANDSHAKE_FIELDS = {
 }
 
 
+def reason_phrase(status: int) -> str:
+    """The standard reason phrase of ``status`` ("Not Found"), or "" for another code."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
 def build_http_response(
     status: int,
     *,
@@ -538,10 +547,7 @@ def build_http_response(
     if not 100 <= status <= 999:
         raise ValueError(f"invalid HTTP status: {status}")
     if reason is None:
-        try:
-            reason = HTTPStatus(status).phrase
-        except ValueError:
-            reason = ""
+        reason = reason_phrase(status)
     if _FORBIDDEN_IN_VALUE.search(reason):
         raise ValueError("invalid reason phrase: CR, LF or NUL")
     data = body.encode("utf-8") if isinstance(body, str) else body
